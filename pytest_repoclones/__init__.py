@@ -1,0 +1,31 @@
+"""pytest-repoclones: real git worktrees at exact commits from a shared, crash-safe clone cache."""
+
+from __future__ import annotations
+
+from .errors import (
+    CacheCorruptError,
+    CommitNotFoundError,
+    GitCommandError,
+    GitTimeoutError,
+    InvalidInputError,
+    LockTimeoutError,
+    RemoteError,
+    RepoClonesError,
+    WorktreeError,
+)
+from .store import RepoStore
+from .worktree import Worktree
+
+__all__ = [
+    "CacheCorruptError",
+    "CommitNotFoundError",
+    "GitCommandError",
+    "GitTimeoutError",
+    "InvalidInputError",
+    "LockTimeoutError",
+    "RemoteError",
+    "RepoClonesError",
+    "RepoStore",
+    "Worktree",
+    "WorktreeError",
+]

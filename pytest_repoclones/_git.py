@@ -1,0 +1,222 @@
+"""The one place that runs git: a hardened environment, fixed configuration, bounded time.
+
+Every call goes through :func:`run_git` so that no user setting, inherited variable or remote can
+make git prompt, run a hook, hijack the repository it works on, or outlive its time limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import GitTimeoutError, RepoClonesError
+from .urls import DEFAULT_PROTOCOLS
+
+__all__ = ["GitResult", "git_environment", "run_git"]
+
+# `git rev-parse --local-env-vars` on git 2.39: inherited from a git hook (pytest run by a
+# pre-commit hook, say), GIT_DIR would override --git-dir/-C and point git at the user's project.
+_LOCAL_ENV_VARS = frozenset(
+    {
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+        "GIT_CONFIG",
+        "GIT_CONFIG_PARAMETERS",
+        "GIT_CONFIG_COUNT",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_IMPLICIT_WORK_TREE",
+        "GIT_GRAFT_FILE",
+        "GIT_INDEX_FILE",
+        "GIT_NO_REPLACE_OBJECTS",
+        "GIT_REPLACE_REF_BASE",
+        "GIT_PREFIX",
+        "GIT_INTERNAL_SUPER_PREFIX",
+        "GIT_SHALLOW_FILE",
+        "GIT_COMMON_DIR",
+    }
+)
+
+# Settings that would run code, change file contents, or let maintenance delete objects in the
+# shared cache. Everything else in the user's configuration (url.<base>.insteadOf, credential
+# helpers, proxies, http.sslCAInfo) is honoured on purpose.
+_FIXED_CONFIG: tuple[tuple[str, str], ...] = (
+    ("core.hooksPath", "/dev/null"),
+    ("core.fsmonitor", "false"),
+    ("core.autocrlf", "false"),
+    ("core.askPass", ""),
+    ("init.templateDir", ""),
+    ("protocol.version", "2"),  # fetching an unadvertised commit by name needs v2
+    ("gc.auto", "0"),
+    ("maintenance.auto", "false"),
+    ("fetch.writeCommitGraph", "false"),
+    ("fetch.prune", "false"),
+    ("fetch.pruneTags", "false"),
+    ("fetch.recurseSubmodules", "false"),
+    ("fetch.showForcedUpdates", "false"),
+    ("submodule.recurse", "false"),
+    ("advice.detachedHead", "false"),
+    ("checkout.workers", "0"),  # parallel checkout, one worker per core
+    ("commit.gpgSign", "false"),
+    ("tag.gpgSign", "false"),
+)
+
+_CONFIG_ARGS: tuple[str, ...] = tuple(
+    arg for key, value in _FIXED_CONFIG for arg in ("-c", f"{key}={value}")
+)
+
+# Reads git's environment for a credential, so the secret never appears in git's argv.
+_CREDENTIAL_HELPER = (
+    '!f() { test "$1" = get || return 0; '
+    'printf "username=%s\\npassword=%s\\n" "$REPOCLONES_USERNAME" "$REPOCLONES_PASSWORD"; }; f'
+)
+
+DEFAULT_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class GitResult:
+    """What a finished git command returned."""
+
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    @property
+    def error_line(self) -> str:
+        """git's most telling line: the first 'fatal:'/'error:' line, else the last line."""
+        lines = [line.strip() for line in self.stderr.splitlines() if line.strip()]
+        for line in lines:
+            if line.startswith(("fatal:", "error:")):
+                return line
+        return lines[-1] if lines else f"git exited with status {self.returncode}"
+
+
+def _git_executable() -> str:
+    found = shutil.which("git")
+    if found is None:
+        raise RepoClonesError("git was not found on PATH; pytest-repoclones needs git >= 2.29")
+    return found
+
+
+def git_environment(
+    protocols: Sequence[str] = DEFAULT_PROTOCOLS,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment every git process gets: no prompts, no inherited repository."""
+    source = os.environ if base is None else base
+    env = {
+        key: value
+        for key, value in source.items()
+        if key not in _LOCAL_ENV_VARS
+        and not key.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))
+    }
+    env.update(
+        GIT_TERMINAL_PROMPT="0",
+        GCM_INTERACTIVE="never",
+        GIT_ASKPASS="",
+        SSH_ASKPASS="",
+        SSH_ASKPASS_REQUIRE="never",
+        GIT_ALLOW_PROTOCOL=":".join(protocols),
+        GIT_EDITOR=":",
+        GIT_PAGER="cat",
+        LC_ALL="C",
+        LANGUAGE="C",
+    )
+    env.pop("REPOCLONES_USERNAME", None)
+    env.pop("REPOCLONES_PASSWORD", None)
+    if "GIT_SSH_COMMAND" not in source and "GIT_SSH" not in source:
+        # BatchMode makes ssh fail instead of asking for a passphrase or host-key confirmation.
+        env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
+    return env
+
+
+def credential_args(username: str | None, password: str | None) -> tuple[list[str], dict[str, str]]:
+    """Extra git arguments and environment that supply an http password from the URL."""
+    if password is None:
+        return [], {}
+    return (
+        # The empty value first resets the user's helper list so ours answers for this URL.
+        ["-c", "credential.helper=", "-c", f"credential.helper={_CREDENTIAL_HELPER}"],
+        {"REPOCLONES_USERNAME": username or "", "REPOCLONES_PASSWORD": password},
+    )
+
+
+def run_git(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    git_dir: Path | None = None,
+    cwd: Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    extra_env: Mapping[str, str] | None = None,
+    pre_args: Sequence[str] = (),
+    url: str | None = None,
+    commit: str | None = None,
+    stdin: str | None = None,
+) -> GitResult:
+    """Run git; return its result, or raise GitTimeoutError after killing its process group.
+
+    git is started in a new session so that a timeout or Ctrl-C also kills its children
+    (index-pack, ssh, remote helpers), which otherwise keep writing after git itself dies.
+    """
+    argv = [_git_executable(), *_CONFIG_ARGS, *pre_args]
+    if git_dir is not None:
+        # --git-dir rather than -C: safe.bareRepository=explicit makes `-C bare.git` fail.
+        argv.append(f"--git-dir={git_dir}")
+    argv.extend(args)
+    process_env = dict(env)
+    if extra_env:
+        process_env.update(extra_env)
+    process = subprocess.Popen(
+        argv,
+        # Never a terminal: nothing git or ssh runs can wait for an answer.
+        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # A stable cwd: a test may have deleted (or chdir'd into) the directory we started in.
+        cwd=str(cwd if cwd is not None else (git_dir if git_dir is not None else "/")),
+        env=process_env,
+        start_new_session=True,
+        text=True,
+        errors="replace",
+    )
+    try:
+        stdout, stderr = process.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        command = " ".join(args[:1])
+        raise GitTimeoutError(
+            f"git {command} timed out after {timeout:g} s and was killed",
+            url=url,
+            commit=commit,
+            hint="raise --repo-timeout if the remote is just slow",
+        ) from None
+    except BaseException:
+        _kill_group(process)
+        raise
+    return GitResult(tuple(args), process.returncode, stdout, stderr)
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    try:
+        process.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        # A grandchild that left the group still holds our pipes; do not wait for it.
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+        process.wait()

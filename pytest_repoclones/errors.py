@@ -1,0 +1,105 @@
+"""Exceptions raised for every failure a user can cause.
+
+Each message names the repository (credentials redacted) and the commit, and ends with git's own
+error line when git was involved, so a failing test report is enough to act on.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CacheCorruptError",
+    "CommitNotFoundError",
+    "GitCommandError",
+    "GitTimeoutError",
+    "InvalidInputError",
+    "LockTimeoutError",
+    "RemoteError",
+    "RepoClonesError",
+    "WorktreeError",
+]
+
+
+class RepoClonesError(Exception):
+    """Base class: catch this to handle any failure of the plugin."""
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        url: str | None = None,
+        commit: str | None = None,
+        git_error: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.problem = problem
+        self.url = url  # always redacted by the caller
+        self.commit = commit
+        self.git_error = git_error
+        self.hint = hint
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = []
+        if self.url is not None:
+            where.append(f"repository {self.url}")
+        if self.commit is not None:
+            where.append(f"commit {self.commit!r}")
+        message = self.problem
+        if where:
+            message = f"{message} ({', '.join(where)})"
+        if self.git_error:
+            message = f"{message}\n  git: {self.git_error}"
+        if self.hint:
+            message = f"{message}\n  hint: {self.hint}"
+        return message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments do not survive the default pickling, and xdist/multiprocessing
+        # users pickle exceptions across processes.
+        return (
+            _rebuild,
+            (type(self), self.problem, self.url, self.commit, self.git_error, self.hint),
+        )
+
+
+def _rebuild(
+    cls: type[RepoClonesError],
+    problem: str,
+    url: str | None,
+    commit: str | None,
+    git_error: str | None,
+    hint: str | None,
+) -> RepoClonesError:
+    return cls(problem, url=url, commit=commit, git_error=git_error, hint=hint)
+
+
+class InvalidInputError(RepoClonesError, ValueError):
+    """A URL, commit, path or branch name was rejected before git ever saw it."""
+
+
+class CommitNotFoundError(RepoClonesError, LookupError):
+    """The commit is neither in the cache nor obtainable from the remote."""
+
+
+class RemoteError(RepoClonesError):
+    """The remote could not be reached, refused us, or is not a repository."""
+
+
+class GitCommandError(RepoClonesError):
+    """A local git command failed in a way the plugin did not expect."""
+
+
+class GitTimeoutError(RepoClonesError, TimeoutError):
+    """A git command ran longer than its time limit and was killed with its children."""
+
+
+class LockTimeoutError(RepoClonesError, TimeoutError):
+    """Another live process held the repository's lock for longer than the lock timeout."""
+
+
+class CacheCorruptError(RepoClonesError):
+    """A cache entry is damaged and could not be rebuilt automatically."""
+
+
+class WorktreeError(RepoClonesError):
+    """A worktree could not be created at the requested path or removed."""

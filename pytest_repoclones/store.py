@@ -1,0 +1,769 @@
+"""RepoStore: one bare clone per repository, shared by every process, and worktrees on top.
+
+Cache layout (``cache_dir``)::
+
+    CACHEDIR.TAG              tells backup tools to skip the cache
+    repos/<name>-<hash>.git/  one bare repository per canonical URL
+        repoclones.json       completion marker and metadata, written before publishing
+        repoclones-refreshed  id of the last session that refreshed branches and tags
+    locks/<name>-<hash>.lock  the per-repository flock; .owner names its holder
+    tmp/                      clones being built; renamed into repos/ when complete
+
+Refs inside a cached repository:
+
+    refs/remotes/origin/*     upstream branches (origin/HEAD: the default branch)
+    refs/tags/*               upstream tags
+    refs/repoclones/pins/<id> commits fetched by object name, pinned so nothing drops them
+    refs/heads/repoclones/... one branch per live worktree, deleted at removal
+
+What runs under the per-repository lock, and why (git 2.39, measured in DESIGN.md): clone and
+publish; every fetch (two fetches updating one ref fail with "cannot lock ref", and a fetch's
+connectivity check reads every worktree's HEAD, which a concurrent ``worktree add`` leaves half
+written); ``worktree add --no-checkout`` (writes its admin files one by one); removal of a
+worktree's admin entry and branch (ref and packed-refs writes); pruning entries of dead
+processes. Checking files out and deleting them, the slow parts, run outside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._git import DEFAULT_TIMEOUT, GitResult, credential_args, git_environment, run_git
+from ._lock import RepoLock
+from .errors import (
+    CommitNotFoundError,
+    GitCommandError,
+    InvalidInputError,
+    RemoteError,
+    WorktreeError,
+)
+from .revisions import Revision, check_branch_name, parse_revision
+from .urls import DEFAULT_PROTOCOLS, RepoURL, parse_url, redact
+from .worktree import Worktree
+
+if TYPE_CHECKING:
+    import pytest
+
+__all__ = ["RepoStore"]
+
+log = logging.getLogger("pytest_repoclones")
+
+MARKER = "repoclones.json"
+REFRESH_MARKER = "repoclones-refreshed"
+PIN_PREFIX = "refs/repoclones/pins/"
+NAMED_PREFIX = "refs/repoclones/named/"
+BRANCH_PREFIX = "repoclones/"
+LOCK_REASON_PREFIX = "repoclones "
+DEFAULT_LOCK_TIMEOUT = 900.0
+#: A git lock file untouched this long, found while we hold the repository lock, is stale.
+STALE_GIT_LOCK_AGE = 60.0
+
+_UPSTREAM_REFSPECS = ("+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
+_HEAD_REFSPEC = "+HEAD:refs/remotes/origin/HEAD"
+# Written into each cached repository's own config, so git run by tests inside a worktree
+# (a commit triggers auto-gc) cannot repack or prune the shared store either.
+_REPO_CONFIG = """\
+[gc]
+\tauto = 0
+\tautoDetach = false
+\tpruneExpire = never
+\treflogExpire = never
+[maintenance]
+\tauto = false
+[fetch]
+\twriteCommitGraph = false
+[core]
+\thooksPath = /dev/null
+\tfsmonitor = false
+[receive]
+\tautogc = false
+"""
+# Phrases git uses when the remote answered but has no such object or ref.
+_NOT_FOUND_PHRASES = ("not our ref", "couldn't find remote ref", "no such remote ref")
+
+
+def _process_start_time(pid: int) -> str:
+    """Kernel start time of ``pid``: with the pid, it tells a live owner from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            # Field 22; the command name (field 2) may contain spaces, so split after its ')'.
+            return handle.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return "0"
+
+
+def _on_rmtree_error(func: Callable[..., Any], path: str, exc: BaseException) -> None:
+    """Make read-only files and directories (a test may chmod them) deletable, then retry."""
+    if isinstance(exc, FileNotFoundError):
+        return
+    try:
+        parent = os.path.dirname(path)
+        os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.chmod(path, os.stat(path).st_mode | stat.S_IRWXU)
+        func(path)
+    except FileNotFoundError:
+        pass
+
+
+def _rmtree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path, onerror=lambda func, p, info: _on_rmtree_error(func, p, info[1]))
+
+
+class RepoStore:
+    """A cache of bare clones shared by all processes, handing out worktrees at exact commits.
+
+    Usable without pytest: ``RepoStore("~/.cache/x").add_worktree(url, "v1.0", "/tmp/wt")``.
+    One instance is one session: branches and the default branch are refreshed from the remote
+    at most once per repository per ``session_id`` (shared by every pytest-xdist worker).
+    """
+
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        session_id: str | None = None,
+        worker: str | None = None,
+        protocols: Iterable[str] = DEFAULT_PROTOCOLS,
+        notice: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cache_dir = Path(cache_dir).expanduser().absolute()
+        self.timeout = float(timeout)
+        self.lock_timeout = float(lock_timeout)
+        self.session_id = session_id or uuid.uuid4().hex
+        self.worker = worker or f"p{os.getpid()}"
+        self.protocols = tuple(protocols)
+        self._notice = notice
+        self._env = git_environment(self.protocols)
+        self._owner = (
+            f"{LOCK_REASON_PREFIX}pid={os.getpid()} start={_process_start_time(os.getpid())} "
+            f"host={socket.gethostname()}"
+        )
+        self._mutex = threading.Lock()
+        self._locks: dict[str, RepoLock] = {}
+        self._prepared: set[str] = set()
+        self._refreshed: set[str] = set()
+        self._layout_ready = False
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> RepoStore:
+        """Build the store a pytest session uses, from its options, env and ini."""
+        from .settings import Settings
+
+        return Settings.from_config(config).make_store()
+
+    def __repr__(self) -> str:
+        return f"RepoStore({str(self.cache_dir)!r})"
+
+    # -- public API ------------------------------------------------------------------------
+
+    def clone(self, url: str | os.PathLike[str]) -> Path:
+        """Make sure the cached clone of ``url`` exists; return its git directory."""
+        return self._ensure(self._parse_url(url))
+
+    def resolve(self, url: str | os.PathLike[str], commit: str | None = None) -> str:
+        """Full object name of the commit ``commit`` names, fetching only if needed."""
+        repo = self._parse_url(url)
+        revision = parse_revision(commit)
+        git_dir = self._ensure(repo)
+        return self._resolve(repo, git_dir, revision)
+
+    def add_worktree(
+        self,
+        url: str | os.PathLike[str],
+        commit: str | None,
+        path: str | os.PathLike[str],
+        branch: str | None = None,
+    ) -> Worktree:
+        """Check out ``commit`` of ``url`` into a new worktree at ``path`` on a new branch.
+
+        ``path`` must not exist or be an empty directory. Without ``branch``, a unique
+        ``repoclones/<worker>/wt-<random>`` branch is made.
+        """
+        repo = self._parse_url(url)
+        revision = parse_revision(commit)
+        target = self._check_new_worktree_path(path, repo, commit)
+        auto_branch = branch is None
+        branch = check_branch_name(branch if branch is not None else self.new_branch_name())
+        git_dir = self._ensure(repo)
+        if revision.kind == "full":
+            # Hot path: let `worktree add` itself find the commit, fetch only if it fails.
+            assert revision.text is not None
+            start = f"{revision.text}^{{commit}}"
+        else:
+            start = self._resolve(repo, git_dir, revision)
+        with self._lock(repo).hold(f"worktree add {target}"):
+            result = self._worktree_add(git_dir, target, branch, start)
+            if not result.ok and auto_branch and "already exists" in result.stderr:
+                branch = self.new_branch_name()
+                result = self._worktree_add(git_dir, target, branch, start)
+            if not result.ok and revision.kind == "full":
+                # Not in the cache (or not a commit): fetch under the lock we hold, then retry.
+                start = self._resolve_object(repo, git_dir, revision)
+                result = self._worktree_add(git_dir, target, branch, start)
+            if not result.ok:
+                raise WorktreeError(
+                    f"Could not create a worktree at {target}",
+                    url=repo.redacted,
+                    commit=commit,
+                    git_error=repo.scrub(result.error_line),
+                )
+        admin_dir = self._admin_dir(target, git_dir)
+        worktree = Worktree(
+            path=target,
+            url=str(url),
+            commit=self._branch_commit(git_dir, branch),
+            branch=branch,
+            git_dir=git_dir,
+            admin_dir=admin_dir,
+        )
+        try:
+            self._checkout(worktree, repo, commit)
+        except BaseException:
+            self.remove_worktree(worktree)
+            raise
+        return worktree
+
+    def remove_worktree(self, worktree: Worktree) -> None:
+        """Delete the worktree's files, its registration in the store and its branch."""
+        _leave_directory(worktree.path)
+        # Deleting files is the slow part and needs no lock: the admin entry stays valid
+        # (a concurrent fetch still reads a consistent HEAD) until we remove it below.
+        _rmtree(worktree.path)
+        lock = self._lock_for_git_dir(worktree.git_dir, redact(worktree.url))
+        with lock.hold(f"worktree remove {worktree.path}"):
+            _rmtree(worktree.admin_dir)
+            result = self._git(
+                ["update-ref", "-d", f"refs/heads/{worktree.branch}"], git_dir=worktree.git_dir
+            )
+        if not result.ok and worktree.git_dir.exists():
+            raise WorktreeError(
+                f"Could not delete branch {worktree.branch}",
+                url=redact(worktree.url),
+                commit=worktree.commit,
+                git_error=result.error_line,
+            )
+
+    def new_branch_name(self, label: str = "wt") -> str:
+        """A branch name unique across workers, runs and machines sharing the cache."""
+        return f"{BRANCH_PREFIX}{self.worker}/{label}-{secrets.token_hex(4)}"
+
+    def git_dir(self, url: str | os.PathLike[str]) -> Path:
+        """Where the cached clone of ``url`` lives (whether or not it exists yet)."""
+        return self._git_dir(self._parse_url(url))
+
+    def live_worktrees(self, url: str | os.PathLike[str]) -> list[Path]:
+        """Worktrees currently registered in the cached clone of ``url``."""
+        git_dir = self._git_dir(self._parse_url(url))
+        found = []
+        for admin in sorted((git_dir / "worktrees").glob("*")):
+            try:
+                found.append(Path((admin / "gitdir").read_text().strip()).parent)
+            except OSError:
+                continue
+        return found
+
+    def test_branches(self, url: str | os.PathLike[str]) -> list[str]:
+        """Branches this plugin made in the cached clone of ``url`` that still exist."""
+        git_dir = self._git_dir(self._parse_url(url))
+        result = self._git(
+            ["for-each-ref", "--format=%(refname:lstrip=2)", f"refs/heads/{BRANCH_PREFIX}"],
+            git_dir=git_dir,
+        )
+        return [line for line in result.stdout.splitlines() if line]
+
+    # -- cache entries ---------------------------------------------------------------------
+
+    def _parse_url(self, url: object) -> RepoURL:
+        return parse_url(url, self.protocols)
+
+    def _git_dir(self, repo: RepoURL) -> Path:
+        return self.cache_dir / "repos" / f"{repo.key}.git"
+
+    def _lock(self, repo: RepoURL) -> RepoLock:
+        return self._lock_by_key(repo.key, repo.redacted)
+
+    def _lock_for_git_dir(self, git_dir: Path, url: str) -> RepoLock:
+        return self._lock_by_key(git_dir.name[: -len(".git")], url)
+
+    def _lock_by_key(self, key: str, shown_url: str) -> RepoLock:
+        with self._mutex:
+            lock = self._locks.get(key)
+            if lock is None:
+                self._ensure_layout()
+                lock = RepoLock(
+                    self.cache_dir / "locks" / f"{key}.lock",
+                    timeout=self.lock_timeout,
+                    shown_url=shown_url,
+                    notice=self._notice,
+                )
+                self._locks[key] = lock
+            return lock
+
+    def _ensure_layout(self) -> None:
+        if self._layout_ready:
+            return
+        for sub in ("repos", "locks", "tmp"):
+            (self.cache_dir / sub).mkdir(parents=True, exist_ok=True)
+        tag = self.cache_dir / "CACHEDIR.TAG"
+        if not tag.exists():
+            tag.write_text(
+                "Signature: 8a477f597d28d172789f06886806bc55\n"
+                "# This directory is a cache made by pytest-repoclones.\n"
+            )
+        self._layout_ready = True
+
+    def _ensure(self, repo: RepoURL) -> Path:
+        """The git dir of a complete clone of ``repo``; clone it first if needed."""
+        git_dir = self._git_dir(repo)
+        if repo.key in self._prepared and (git_dir / MARKER).is_file():
+            return git_dir
+        with self._lock(repo).hold(f"clone {repo.redacted}"):
+            if not (git_dir / MARKER).is_file():
+                self._clone_locked(repo, git_dir)
+            if repo.key not in self._prepared:
+                self._prepare_locked(repo, git_dir)
+        with self._mutex:
+            self._prepared.add(repo.key)
+        return git_dir
+
+    def _clone_locked(self, repo: RepoURL, git_dir: Path) -> None:
+        if git_dir.exists():
+            # No completion marker: left by a process killed mid-publish, or damaged.
+            log.warning("repoclones: replacing incomplete cache entry %s", git_dir)
+            self._discard(git_dir)
+        self._remove_stale_tmp(repo)
+        tmp = self.cache_dir / "tmp" / f"{repo.key}.{os.getpid()}.{secrets.token_hex(4)}"
+        try:
+            init = self._git(["init", "--bare", "--quiet", "--template=", "--", str(tmp)])
+            if not init.ok:
+                raise GitCommandError(
+                    "Could not create a cache entry", url=repo.redacted, git_error=init.error_line
+                )
+            with open(tmp / "config", "a", encoding="utf-8") as config:
+                config.write(_REPO_CONFIG)
+            self._fetch_upstream(repo, tmp, problem="Could not clone")
+            if self._lookup(tmp, ["refs/remotes/origin/HEAD^{commit}"])[0] is None:
+                self._check_has_commits(repo, tmp)
+            metadata = {
+                "url": repo.redacted,
+                "canonical": repo.canonical,
+                "created": time.time(),
+                "format": 1,
+            }
+            (tmp / MARKER).write_text(json.dumps(metadata, indent=1) + "\n")
+            (tmp / REFRESH_MARKER).write_text(self.session_id)
+            # The rename is the publication: readers see a complete clone or none at all.
+            os.rename(tmp, git_dir)
+        except BaseException:
+            _rmtree(tmp)
+            raise
+        self._refreshed.add(repo.key)
+
+    def _check_has_commits(self, repo: RepoURL, git_dir: Path) -> None:
+        refs = self._git(["for-each-ref", "--count=1", "--format=%(refname)"], git_dir=git_dir)
+        if not refs.stdout.strip():
+            raise RemoteError("Repository has no commits (no branches or tags)", url=repo.redacted)
+
+    def _discard(self, path: Path) -> None:
+        """Move ``path`` out of the way atomically, then delete it."""
+        trash = self.cache_dir / "tmp" / f"trash.{os.getpid()}.{secrets.token_hex(4)}"
+        try:
+            os.rename(path, trash)
+        except OSError:
+            trash = path
+        _rmtree(trash)
+
+    def _remove_stale_tmp(self, repo: RepoURL) -> None:
+        # Only a holder of this repository's lock builds in tmp/<key>.*, and we hold it now.
+        for leftover in (self.cache_dir / "tmp").glob(f"{repo.key}.*"):
+            _rmtree(leftover)
+
+    def _prepare_locked(self, repo: RepoURL, git_dir: Path) -> None:
+        """First use in this process: clear what killed processes left behind."""
+        self._remove_stale_tmp(repo)
+        self._remove_stale_git_locks(git_dir)
+        self._prune_dead_worktrees(repo, git_dir)
+
+    def _remove_stale_git_locks(self, git_dir: Path) -> None:
+        now = time.time()
+        candidates = [git_dir / name for name in ("packed-refs.lock", "config.lock", "HEAD.lock")]
+        candidates.extend((git_dir / "refs").rglob("*.lock"))
+        for lock_file in candidates:
+            try:
+                # Tests may run git in their worktrees (a commit takes a ref lock for a few
+                # milliseconds) without our lock; only old lock files are from dead processes.
+                if now - lock_file.stat().st_mtime > STALE_GIT_LOCK_AGE:
+                    lock_file.unlink()
+                    log.warning("repoclones: removed stale git lock %s", lock_file)
+            except FileNotFoundError:
+                continue
+
+    def _prune_dead_worktrees(self, repo: RepoURL, git_dir: Path) -> None:
+        """Remove worktrees and branches whose owning process is gone."""
+        doomed_refs: list[str] = []
+        live_heads: set[str] = set()
+        admin_root = git_dir / "worktrees"
+        for admin in sorted(admin_root.glob("*")) if admin_root.is_dir() else []:
+            head = _read(admin / "HEAD")
+            reason = _read(admin / "locked")
+            if reason is None:
+                # Not locked: made by someone else (or by hand), or a plain git admin entry
+                # whose worktree may still be in use. Treat as live unless its directory is gone.
+                gitdir_file = _read(admin / "gitdir")
+                if gitdir_file is not None and Path(gitdir_file).exists():
+                    if head and head.startswith("ref: "):
+                        live_heads.add(head[5:])
+                    continue
+            elif not self._owner_is_dead(reason):
+                if head and head.startswith("ref: "):
+                    live_heads.add(head[5:])
+                continue
+            gitdir_file = _read(admin / "gitdir")
+            if gitdir_file:
+                _rmtree(Path(gitdir_file).parent)
+            _rmtree(admin)
+            log.info("repoclones: pruned worktree entry %s of a dead process", admin.name)
+        result = self._git(
+            ["for-each-ref", "--format=%(refname)", f"refs/heads/{BRANCH_PREFIX}"],
+            git_dir=git_dir,
+        )
+        for ref in result.stdout.splitlines():
+            # Under our lock nobody is between `worktree add` and its checkout, so a plugin
+            # branch that no live worktree has checked out was orphaned by a killed teardown.
+            if ref and ref not in live_heads:
+                doomed_refs.append(ref)
+        if doomed_refs:
+            stdin = "".join(f"delete {ref}\n" for ref in doomed_refs)
+            self._git_input(["update-ref", "--stdin"], stdin, git_dir=git_dir)
+
+    def _owner_is_dead(self, reason: str) -> bool:
+        if reason.strip() == "initializing":
+            # A `worktree add` killed midway; all adds run under our lock, which we hold.
+            return True
+        if not reason.startswith(LOCK_REASON_PREFIX):
+            return False  # locked by a user: not ours to judge
+        fields = dict(
+            item.split("=", 1) for item in reason[len(LOCK_REASON_PREFIX) :].split() if "=" in item
+        )
+        if fields.get("host") != socket.gethostname():
+            return False  # another machine sharing the cache: cannot tell
+        try:
+            pid = int(fields.get("pid", ""))
+        except ValueError:
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return _process_start_time(pid) != fields.get("start")
+
+    # -- resolving commits -----------------------------------------------------------------
+
+    def _resolve(self, repo: RepoURL, git_dir: Path, revision: Revision) -> str:
+        if revision.kind == "full":
+            return self._resolve_object(repo, git_dir, revision)
+        if revision.kind == "abbrev":
+            return self._resolve_abbrev(repo, git_dir, revision)
+        return self._resolve_name(repo, git_dir, revision)
+
+    def _resolve_object(self, repo: RepoURL, git_dir: Path, revision: Revision) -> str:
+        expr = f"{revision.text}^{{commit}}"
+        found = self._lookup(git_dir, [expr])[0]
+        if found is None:
+            with self._lock(repo).hold(f"fetch {revision.text}"):
+                found = self._lookup(git_dir, [expr])[0]  # another process may have fetched it
+                if found is None:
+                    self._fetch_commit_locked(repo, git_dir, revision)
+                    found = self._lookup(git_dir, [expr])[0]
+        if found is None:
+            raise CommitNotFoundError(
+                "Object exists but is not a commit", url=repo.redacted, commit=revision.text
+            )
+        return found
+
+    def _resolve_abbrev(self, repo: RepoURL, git_dir: Path, revision: Revision) -> str:
+        expr = f"{revision.text}^{{commit}}"
+        found = self._lookup(git_dir, [expr], abbrev=revision)[0]
+        if found is None:
+            self._refresh(repo, git_dir)
+            found = self._lookup(git_dir, [expr], abbrev=revision)[0]
+        if found is None:
+            # A branch or tag whose name happens to look like hex.
+            found = self._lookup_name(git_dir, revision)
+        if found is None:
+            raise CommitNotFoundError(
+                "No commit matches this abbreviated object name",
+                url=repo.redacted,
+                commit=revision.text,
+                hint="abbreviations are resolved against the cache after fetching all branches "
+                "and tags; give the full object name to fetch a commit outside them",
+            )
+        return found
+
+    def _resolve_name(self, repo: RepoURL, git_dir: Path, revision: Revision) -> str:
+        named = revision.text is not None and revision.text.startswith("refs/")
+        if named and not revision.text.startswith(("refs/heads/", "refs/tags/")):  # type: ignore[union-attr]
+            self._refresh_named_ref(repo, git_dir, revision)
+        else:
+            self._refresh(repo, git_dir)
+        found = self._lookup_name(git_dir, revision)
+        if found is None:
+            what = "default branch (remote HEAD)" if revision.kind == "default" else "branch or tag"
+            raise CommitNotFoundError(
+                f"No such {what} upstream",
+                url=repo.redacted,
+                commit=revision.text,
+                hint="branches and tags were fetched from the remote in this session",
+            )
+        return found
+
+    def _lookup_name(self, git_dir: Path, revision: Revision) -> str | None:
+        name = revision.text
+        if name is None:
+            candidates = ["refs/remotes/origin/HEAD"]
+        elif name.startswith("refs/heads/"):
+            candidates = ["refs/remotes/origin/" + name[len("refs/heads/") :]]
+        elif name.startswith("refs/tags/"):
+            candidates = [name]
+        elif name.startswith("refs/"):
+            candidates = [NAMED_PREFIX + name[len("refs/") :]]
+        else:
+            # git's own order for an ambiguous short name: tags before branches.
+            candidates = [f"refs/tags/{name}", f"refs/remotes/origin/{name}"]
+        for found in self._lookup(git_dir, [f"{ref}^{{commit}}" for ref in candidates]):
+            if found is not None:
+                return found
+        return None
+
+    def _lookup(
+        self, git_dir: Path, exprs: list[str], abbrev: Revision | None = None
+    ) -> list[str | None]:
+        """Object names for revision expressions, None where missing; one git process."""
+        result = self._git_input(
+            ["cat-file", "--batch-check=%(objectname) %(objecttype)"],
+            "".join(f"{expr}\n" for expr in exprs),
+            git_dir=git_dir,
+        )
+        found: list[str | None] = []
+        for line in result.stdout.splitlines():
+            if line.endswith(" ambiguous") and abbrev is not None:
+                raise InvalidInputError(
+                    "Abbreviated object name is ambiguous; give more hex digits",
+                    commit=abbrev.text,
+                )
+            name, _, kind = line.partition(" ")
+            found.append(name if kind == "commit" else None)
+        found.extend([None] * (len(exprs) - len(found)))
+        return found
+
+    # -- talking to the remote -------------------------------------------------------------
+
+    def _refresh(self, repo: RepoURL, git_dir: Path) -> None:
+        """Fetch branches and tags, at most once per repository per session."""
+        if repo.key in self._refreshed:
+            return
+        marker = git_dir / REFRESH_MARKER
+        if _read(marker) != self.session_id:
+            with self._lock(repo).hold(f"fetch branches and tags of {repo.redacted}"):
+                if _read(marker) != self.session_id:  # another worker of this session did it
+                    self._fetch_upstream(repo, git_dir, problem="Could not fetch branches and tags")
+                    marker.write_text(self.session_id)
+        with self._mutex:
+            self._refreshed.add(repo.key)
+
+    def _refresh_named_ref(self, repo: RepoURL, git_dir: Path, revision: Revision) -> None:
+        assert revision.text is not None
+        local = NAMED_PREFIX + revision.text[len("refs/") :]
+        with self._lock(repo).hold(f"fetch {revision.text}"):
+            result = self._fetch(repo, git_dir, [f"+{revision.text}:{local}"])
+        if not result.ok:
+            self._raise_fetch_error(repo, revision, result, "Could not fetch ref")
+
+    def _fetch_upstream(self, repo: RepoURL, git_dir: Path, *, problem: str) -> None:
+        result = self._fetch(repo, git_dir, [_HEAD_REFSPEC, *_UPSTREAM_REFSPECS])
+        if not result.ok and "couldn't find remote ref HEAD" in result.stderr:
+            # Remote HEAD points at a missing branch, or the remote is empty.
+            result = self._fetch(repo, git_dir, list(_UPSTREAM_REFSPECS))
+        if not result.ok:
+            raise RemoteError(problem, url=repo.redacted, git_error=repo.scrub(result.error_line))
+
+    def _fetch_commit_locked(self, repo: RepoURL, git_dir: Path, revision: Revision) -> None:
+        """Fetch one object by full name (caller holds the lock); pin it under refs/repoclones."""
+        sha = revision.text
+        assert sha is not None
+        result = self._fetch(repo, git_dir, [f"+{sha}:{PIN_PREFIX}{sha}"])
+        if result.ok:
+            return
+        if not any(phrase in result.stderr for phrase in _NOT_FOUND_PHRASES):
+            self._raise_fetch_error(repo, revision, result, "Could not fetch commit")
+        # Servers without fetch-by-name (protocol v0, some mirrors): try the advertised refs.
+        if repo.key not in self._refreshed:
+            self._fetch_upstream(repo, git_dir, problem="Could not fetch branches and tags")
+            (git_dir / REFRESH_MARKER).write_text(self.session_id)
+            with self._mutex:
+                self._refreshed.add(repo.key)
+        if not self._exists(git_dir, sha):
+            raise CommitNotFoundError(
+                "Commit not found in the cache nor upstream",
+                url=repo.redacted,
+                commit=sha,
+                git_error=repo.scrub(result.error_line),
+                hint="tried: the cache, fetching it by object name, fetching all branches and tags",
+            )
+
+    def _exists(self, git_dir: Path, sha: str) -> bool:
+        return self._git(["cat-file", "-e", sha], git_dir=git_dir).ok
+
+    def _fetch(self, repo: RepoURL, git_dir: Path, refspecs: list[str]) -> GitResult:
+        pre_args, extra_env = credential_args(repo.username, repo.password)
+        return run_git(
+            [
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--",
+                repo.fetch_url,
+                *refspecs,
+            ],
+            env=self._env,
+            git_dir=git_dir,
+            timeout=self.timeout,
+            pre_args=pre_args,
+            extra_env=extra_env,
+            url=repo.redacted,
+        )
+
+    def _raise_fetch_error(
+        self, repo: RepoURL, revision: Revision, result: GitResult, problem: str
+    ) -> None:
+        error_line = repo.scrub(result.error_line)
+        if any(phrase in result.stderr for phrase in _NOT_FOUND_PHRASES):
+            raise CommitNotFoundError(
+                f"{problem}: not found upstream",
+                url=repo.redacted,
+                commit=revision.text,
+                git_error=error_line,
+            )
+        raise RemoteError(problem, url=repo.redacted, commit=revision.text, git_error=error_line)
+
+    # -- worktrees -------------------------------------------------------------------------
+
+    def _check_new_worktree_path(
+        self, path: str | os.PathLike[str], repo: RepoURL, commit: str | None
+    ) -> Path:
+        text = os.fspath(path)
+        if not isinstance(text, str) or not text or any(ord(ch) < 32 for ch in text):
+            raise InvalidInputError(
+                "Worktree path must be a non-empty str without control characters",
+                url=repo.redacted,
+                commit=commit,
+            )
+        target = Path(text).absolute()
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise WorktreeError(
+                f"Worktree path {target} exists and is not an empty directory",
+                url=repo.redacted,
+                commit=commit,
+            )
+        try:
+            target.relative_to(self.cache_dir)
+        except ValueError:
+            return target
+        raise InvalidInputError(
+            f"Worktree path {target} is inside the cache", url=repo.redacted, commit=commit
+        )
+
+    def _worktree_add(self, git_dir: Path, target: Path, branch: str, start: str) -> GitResult:
+        # --no-checkout only writes metadata (milliseconds), so the lock is short; --lock with
+        # our pid lets a later session tell a dead owner's entry from a live one.
+        return self._git(
+            [
+                "worktree", "add", "--quiet", "--no-checkout", "--lock",
+                "--reason", self._owner, "-b", branch, "--", str(target), start,
+            ],
+            git_dir=git_dir,
+        )  # fmt: skip
+
+    def _checkout(self, worktree: Worktree, repo: RepoURL, commit: str | None) -> None:
+        # What `worktree add` runs internally, here outside the lock: the slow part.
+        result = self._git(
+            ["reset", "--quiet", "--hard", "--no-recurse-submodules"], work_tree=worktree.path
+        )
+        if not result.ok:
+            raise WorktreeError(
+                f"Could not check out files into {worktree.path}",
+                url=repo.redacted,
+                commit=commit,
+                git_error=result.error_line,
+            )
+
+    def _admin_dir(self, target: Path, git_dir: Path) -> Path:
+        text = _read(target / ".git") or ""
+        if text.startswith("gitdir: "):
+            return Path(text[len("gitdir: ") :])
+        return git_dir / "worktrees" / target.name
+
+    def _branch_commit(self, git_dir: Path, branch: str) -> str:
+        # A brand-new branch is a loose ref file: reading it costs no git process.
+        loose = _read(git_dir / "refs" / "heads" / branch)
+        if loose and len(loose) in (40, 64):
+            return loose
+        result = self._git(["rev-parse", "--verify", f"refs/heads/{branch}"], git_dir=git_dir)
+        return result.stdout.strip()
+
+    # -- running git -----------------------------------------------------------------------
+
+    def _git(
+        self, args: list[str], *, git_dir: Path | None = None, work_tree: Path | None = None
+    ) -> GitResult:
+        pre_args = ["-C", str(work_tree)] if work_tree is not None else []
+        return run_git(
+            args,
+            env=self._env,
+            git_dir=git_dir,
+            cwd=work_tree,
+            pre_args=pre_args,
+            timeout=self.timeout,
+        )
+
+    def _git_input(self, args: list[str], stdin: str, *, git_dir: Path) -> GitResult:
+        return run_git(args, env=self._env, git_dir=git_dir, timeout=self.timeout, stdin=stdin)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _leave_directory(path: Path) -> None:
+    """If the process sits inside ``path`` (a test did chdir), step out before deleting it."""
+    try:
+        cwd = Path.cwd()
+    except FileNotFoundError:
+        os.chdir(path.parent if path.parent.exists() else Path.home())
+        return
+    if cwd == path or path in cwd.parents:
+        os.chdir(path.parent)

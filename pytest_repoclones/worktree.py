@@ -1,0 +1,39 @@
+"""The value a test gets back: where its checkout is and what is checked out."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Worktree"]
+
+
+@dataclass(frozen=True)
+class Worktree(os.PathLike[str]):
+    """A git worktree on its own branch, checked out at ``commit``.
+
+    Usable wherever a path is (``cwd=wt``, ``open(wt / "setup.py")``), immutable so that a test
+    cannot confuse teardown by changing it.
+    """
+
+    path: Path
+    #: The URL exactly as the test gave it.
+    url: str
+    #: Full hex object name of the checked-out commit.
+    commit: str
+    #: The unique branch the worktree is on (without ``refs/heads/``).
+    branch: str
+    #: The store's git directory this worktree belongs to.
+    git_dir: Path = field(repr=False, compare=False)
+    #: The worktree's administrative directory inside ``git_dir`` (``worktrees/<id>``).
+    admin_dir: Path = field(repr=False, compare=False)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __truediv__(self, other: str | os.PathLike[str]) -> Path:
+        return self.path / other
+
+    def __str__(self) -> str:
+        return str(self.path)

@@ -7,11 +7,13 @@ make git prompt, run a hook, hijack the repository it works on, or outlive its t
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +105,31 @@ class GitResult:
         return lines[-1] if lines else f"git exited with status {self.returncode}"
 
 
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+        return prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PR_SET_PDEATHSIG = 1
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # If our process is SIGKILLed, git gets SIGKILL too instead of finishing a clone into a
+    # directory nobody will publish (its own children then die on the closed pipes). Only a
+    # function looked up before fork is called here: nothing that allocates or takes locks.
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PREEXEC = _die_with_parent if _PRCTL is not None else None
+
+
 def _git_executable() -> str:
     found = shutil.which("git")
     if found is None:
@@ -189,6 +216,7 @@ def run_git(
         cwd=str(cwd if cwd is not None else (git_dir if git_dir is not None else "/")),
         env=process_env,
         start_new_session=True,
+        preexec_fn=_PREEXEC,  # see _die_with_parent
         text=True,
         errors="replace",
     )

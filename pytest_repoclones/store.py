@@ -50,6 +50,7 @@ from .errors import (
     WorktreeError,
 )
 from .revisions import Revision, check_branch_name, parse_revision
+from .stats import RepoStats
 from .urls import DEFAULT_PROTOCOLS, RepoURL, parse_url, redact
 from .worktree import Worktree
 
@@ -151,7 +152,6 @@ class RepoStore:
         self.worker = worker or f"p{os.getpid()}"
         self.protocols = tuple(protocols)
         self._notice = notice
-        self._env = git_environment(self.protocols)
         self._owner = (
             f"{LOCK_REASON_PREFIX}pid={os.getpid()} start={_process_start_time(os.getpid())} "
             f"host={socket.gethostname()}"
@@ -161,6 +161,8 @@ class RepoStore:
         self._prepared: set[str] = set()
         self._refreshed: set[str] = set()
         self._layout_ready = False
+        #: Counters per repository (cache key), for this process only.
+        self.stats: dict[str, RepoStats] = {}
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> RepoStore:
@@ -202,6 +204,7 @@ class RepoStore:
         target = self._check_new_worktree_path(path, repo, commit)
         auto_branch = branch is None
         branch = check_branch_name(branch if branch is not None else self.new_branch_name())
+        network_before = self._network_ops(repo)
         git_dir = self._ensure(repo)
         if revision.kind == "full":
             # Hot path: let `worktree add` itself find the commit, fetch only if it fails.
@@ -239,6 +242,10 @@ class RepoStore:
         except BaseException:
             self.remove_worktree(worktree)
             raise
+        stats = self._stats(repo)
+        stats.worktrees += 1
+        if self._network_ops(repo) == network_before:
+            stats.cache_hits += 1
         return worktree
 
     def remove_worktree(self, worktree: Worktree) -> None:
@@ -372,6 +379,7 @@ class RepoStore:
             (tmp / REFRESH_MARKER).write_text(self.session_id)
             # The rename is the publication: readers see a complete clone or none at all.
             os.rename(tmp, git_dir)
+            self._stats(repo).clones += 1
         except BaseException:
             _rmtree(tmp)
             raise
@@ -636,23 +644,49 @@ class RepoStore:
 
     def _fetch(self, repo: RepoURL, git_dir: Path, refspecs: list[str]) -> GitResult:
         pre_args, extra_env = credential_args(repo.username, repo.password)
-        return run_git(
+        self._stats(repo).fetches += 1
+        return self._timed(
+            repo.key,
+            run_git,
             [
                 "fetch",
                 "--quiet",
                 "--no-tags",
                 "--no-write-fetch-head",
+                "--no-auto-maintenance",
                 "--",
                 repo.fetch_url,
                 *refspecs,
             ],
-            env=self._env,
+            env=self._environment(),
             git_dir=git_dir,
             timeout=self.timeout,
             pre_args=pre_args,
             extra_env=extra_env,
             url=repo.redacted,
         )
+
+    def _stats(self, repo: RepoURL) -> RepoStats:
+        with self._mutex:
+            stats = self.stats.get(repo.key)
+            if stats is None:
+                stats = self.stats[repo.key] = RepoStats(repo.redacted)
+            return stats
+
+    def _network_ops(self, repo: RepoURL) -> int:
+        stats = self.stats.get(repo.key)
+        return 0 if stats is None else stats.clones + stats.fetches
+
+    def _timed(
+        self, key: str, func: Callable[..., GitResult], *args: Any, **kwargs: Any
+    ) -> GitResult:
+        start = time.perf_counter()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            stats = self.stats.get(key)
+            if stats is not None:
+                stats.git_seconds += time.perf_counter() - start
 
     def _raise_fetch_error(
         self, repo: RepoURL, revision: Revision, result: GitResult, problem: str
@@ -708,7 +742,9 @@ class RepoStore:
     def _checkout(self, worktree: Worktree, repo: RepoURL, commit: str | None) -> None:
         # What `worktree add` runs internally, here outside the lock: the slow part.
         result = self._git(
-            ["reset", "--quiet", "--hard", "--no-recurse-submodules"], work_tree=worktree.path
+            ["reset", "--quiet", "--hard", "--no-recurse-submodules"],
+            work_tree=worktree.path,
+            key=repo.key,
         )
         if not result.ok:
             raise WorktreeError(
@@ -735,20 +771,47 @@ class RepoStore:
     # -- running git -----------------------------------------------------------------------
 
     def _git(
-        self, args: list[str], *, git_dir: Path | None = None, work_tree: Path | None = None
+        self,
+        args: list[str],
+        *,
+        git_dir: Path | None = None,
+        work_tree: Path | None = None,
+        key: str | None = None,
     ) -> GitResult:
         pre_args = ["-C", str(work_tree)] if work_tree is not None else []
-        return run_git(
+        return self._timed(
+            key or _key_of(git_dir),
+            run_git,
             args,
-            env=self._env,
+            env=self._environment(),
             git_dir=git_dir,
             cwd=work_tree,
             pre_args=pre_args,
             timeout=self.timeout,
         )
 
+    def _environment(self) -> dict[str, str]:
+        # Rebuilt per call (microseconds): a user may set proxies or GIT_SSH_COMMAND later.
+        return git_environment(self.protocols)
+
     def _git_input(self, args: list[str], stdin: str, *, git_dir: Path) -> GitResult:
-        return run_git(args, env=self._env, git_dir=git_dir, timeout=self.timeout, stdin=stdin)
+        return self._timed(
+            _key_of(git_dir),
+            run_git,
+            args,
+            env=self._environment(),
+            git_dir=git_dir,
+            timeout=self.timeout,
+            stdin=stdin,
+        )
+
+
+def _key_of(git_dir: Path | None) -> str:
+    """The cache key of a published (``<key>.git``) or in-progress (``<key>.<pid>.<rand>``) dir."""
+    if git_dir is None:
+        return ""
+    name = git_dir.name
+    return name[: -len(".git")] if name.endswith(".git") else name.rsplit(".", 2)[0]
 
 
 def _read(path: Path) -> str | None:

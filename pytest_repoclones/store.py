@@ -43,12 +43,14 @@ from typing import TYPE_CHECKING, Any
 from ._git import DEFAULT_TIMEOUT, GitResult, credential_args, git_environment, run_git
 from ._lock import RepoLock
 from .errors import (
+    CacheCorruptError,
     CommitNotFoundError,
     GitCommandError,
     InvalidInputError,
     RemoteError,
     WorktreeError,
 )
+from .health import find_problem
 from .revisions import Revision, check_branch_name, parse_revision
 from .stats import RepoStats
 from .urls import DEFAULT_PROTOCOLS, RepoURL, parse_url, redact
@@ -343,9 +345,12 @@ class RepoStore:
         if repo.key in self._prepared and (git_dir / MARKER).is_file():
             return git_dir
         with self._lock(repo).hold(f"clone {repo.redacted}"):
+            first_use = repo.key not in self._prepared
+            if first_use and (git_dir / MARKER).is_file():
+                self._check_health_locked(repo, git_dir)
             if not (git_dir / MARKER).is_file():
                 self._clone_locked(repo, git_dir)
-            if repo.key not in self._prepared:
+            if first_use:
                 self._prepare_locked(repo, git_dir)
         with self._mutex:
             self._prepared.add(repo.key)
@@ -404,6 +409,32 @@ class RepoStore:
         for leftover in (self.cache_dir / "tmp").glob(f"{repo.key}.*"):
             _rmtree(leftover)
 
+    def _check_health_locked(self, repo: RepoURL, git_dir: Path) -> None:
+        """Rebuild a damaged entry, unless live worktrees still use it: then say what to delete."""
+        problem = find_problem(git_dir, lambda: self._tips_without_trees(git_dir))
+        if problem is None:
+            return
+        self._prune_dead_worktrees(repo, git_dir)
+        if self.live_worktrees(repo.original):
+            raise CacheCorruptError(
+                f"Cache entry {git_dir} is damaged ({problem}) and worktrees of live processes "
+                "still use it",
+                url=repo.redacted,
+                hint=f"stop those processes, then delete {git_dir}",
+            )
+        log.warning("repoclones: rebuilding damaged cache entry %s: %s", git_dir, problem)
+        self._discard(git_dir)
+
+    def _tips_without_trees(self, git_dir: Path) -> list[str] | None:
+        refs = self._git(["for-each-ref", "--format=%(objectname) %(refname)"], git_dir=git_dir)
+        if not refs.ok:
+            return None
+        tips = [line.split(" ", 1) for line in refs.stdout.splitlines() if " " in line]
+        if not tips:
+            return ["(no refs at all)"]
+        found = self._lookup(git_dir, [f"{sha}^{{tree}}" for sha, _ in tips], kind="tree")
+        return [ref for (_, ref), tree in zip(tips, found, strict=True) if tree is None]
+
     def _prepare_locked(self, repo: RepoURL, git_dir: Path) -> None:
         """First use in this process: clear what killed processes left behind."""
         self._remove_stale_tmp(repo)
@@ -426,40 +457,40 @@ class RepoStore:
 
     def _prune_dead_worktrees(self, repo: RepoURL, git_dir: Path) -> None:
         """Remove worktrees and branches whose owning process is gone."""
-        doomed_refs: list[str] = []
-        live_heads: set[str] = set()
+        live_refs: set[str] = set()
         admin_root = git_dir / "worktrees"
         for admin in sorted(admin_root.glob("*")) if admin_root.is_dir() else []:
-            head = _read(admin / "HEAD")
             reason = _read(admin / "locked")
-            if reason is None:
-                # Not locked: made by someone else (or by hand), or a plain git admin entry
-                # whose worktree may still be in use. Treat as live unless its directory is gone.
-                gitdir_file = _read(admin / "gitdir")
-                if gitdir_file is not None and Path(gitdir_file).exists():
-                    if head and head.startswith("ref: "):
-                        live_heads.add(head[5:])
-                    continue
-            elif not self._owner_is_dead(reason):
-                if head and head.startswith("ref: "):
-                    live_heads.add(head[5:])
-                continue
             gitdir_file = _read(admin / "gitdir")
+            if reason is None:
+                # Not ours (made by hand?): git's own rule, dead once its directory is gone.
+                dead = gitdir_file is None or not Path(gitdir_file).exists()
+            else:
+                dead = self._owner_is_dead(reason)
+            if not dead:
+                head = _read(admin / "HEAD") or ""
+                if head.startswith("ref: "):
+                    live_refs.add(head[len("ref: ") :])
+                branch = _reason_fields(reason or "").get("branch")
+                if branch:
+                    live_refs.add(f"refs/heads/{branch}")  # even if the test switched away
+                continue
             if gitdir_file:
-                _rmtree(Path(gitdir_file).parent)
+                tree = Path(gitdir_file).parent
+                # Delete the tree only if it still points back here, never some other directory.
+                if _read(tree / ".git") == f"gitdir: {admin}":
+                    _rmtree(tree)
             _rmtree(admin)
             log.info("repoclones: pruned worktree entry %s of a dead process", admin.name)
         result = self._git(
             ["for-each-ref", "--format=%(refname)", f"refs/heads/{BRANCH_PREFIX}"],
             git_dir=git_dir,
         )
-        for ref in result.stdout.splitlines():
-            # Under our lock nobody is between `worktree add` and its checkout, so a plugin
-            # branch that no live worktree has checked out was orphaned by a killed teardown.
-            if ref and ref not in live_heads:
-                doomed_refs.append(ref)
-        if doomed_refs:
-            stdin = "".join(f"delete {ref}\n" for ref in doomed_refs)
+        # Under our lock nobody is between `worktree add` and its checkout, so a plugin branch
+        # that no live worktree owns was orphaned by a killed teardown.
+        doomed = [ref for ref in result.stdout.splitlines() if ref and ref not in live_refs]
+        if doomed:
+            stdin = "".join(f"delete {ref}\n" for ref in doomed)
             self._git_input(["update-ref", "--stdin"], stdin, git_dir=git_dir)
 
     def _owner_is_dead(self, reason: str) -> bool:
@@ -468,9 +499,7 @@ class RepoStore:
             return True
         if not reason.startswith(LOCK_REASON_PREFIX):
             return False  # locked by a user: not ours to judge
-        fields = dict(
-            item.split("=", 1) for item in reason[len(LOCK_REASON_PREFIX) :].split() if "=" in item
-        )
+        fields = _reason_fields(reason)
         if fields.get("host") != socket.gethostname():
             return False  # another machine sharing the cache: cannot tell
         try:
@@ -564,7 +593,11 @@ class RepoStore:
         return None
 
     def _lookup(
-        self, git_dir: Path, exprs: list[str], abbrev: Revision | None = None
+        self,
+        git_dir: Path,
+        exprs: list[str],
+        abbrev: Revision | None = None,
+        kind: str = "commit",
     ) -> list[str | None]:
         """Object names for revision expressions, None where missing; one git process."""
         result = self._git_input(
@@ -579,8 +612,8 @@ class RepoStore:
                     "Abbreviated object name is ambiguous; give more hex digits",
                     commit=abbrev.text,
                 )
-            name, _, kind = line.partition(" ")
-            found.append(name if kind == "commit" else None)
+            name, _, object_type = line.partition(" ")
+            found.append(name if object_type == kind else None)
         found.extend([None] * (len(exprs) - len(found)))
         return found
 
@@ -734,7 +767,8 @@ class RepoStore:
         return self._git(
             [
                 "worktree", "add", "--quiet", "--no-checkout", "--lock",
-                "--reason", self._owner, "-b", branch, "--", str(target), start,
+                "--reason", f"{self._owner} branch={branch}",
+                "-b", branch, "--", str(target), start,
             ],
             git_dir=git_dir,
         )  # fmt: skip
@@ -812,6 +846,14 @@ def _key_of(git_dir: Path | None) -> str:
         return ""
     name = git_dir.name
     return name[: -len(".git")] if name.endswith(".git") else name.rsplit(".", 2)[0]
+
+
+def _reason_fields(reason: str) -> dict[str, str]:
+    """``repoclones pid=1 start=2 host=h branch=b`` as a dict."""
+    if not reason.startswith(LOCK_REASON_PREFIX):
+        return {}
+    items = reason[len(LOCK_REASON_PREFIX) :].split()
+    return dict(item.split("=", 1) for item in items if "=" in item)
 
 
 def _read(path: Path) -> str | None:

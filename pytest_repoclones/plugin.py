@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -51,11 +53,18 @@ def pytest_configure(config: pytest.Config) -> None:
     session_id = (workerinput or {}).get("repoclones_session") or uuid.uuid4().hex
     settings = Settings.from_config(config, session_id=session_id)
     config.stash[SETTINGS_KEY] = settings
-    config.stash[STORE_KEY] = settings.make_store()
+    config.stash[STORE_KEY] = settings.make_store(notice=_notice_on_terminal)
     if workerinput is None and config.pluginmanager.hasplugin("xdist"):
         from ._xdist import XdistHooks
 
         config.pluginmanager.register(XdistHooks(session_id), "repoclones-xdist")
+
+
+def _notice_on_terminal(message: str) -> None:
+    # Lock waits happen inside fixtures, where output is captured; xdist workers inherit the
+    # controller's real stderr, so this reaches the user's terminal from any process.
+    logging.getLogger("pytest_repoclones").warning(message)
+    print(message, file=sys.__stderr__, flush=True)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,6 +57,10 @@ class Settings:
         workerinput = getattr(config, "workerinput", None)
         worker = workerinput.get("workerid") if workerinput else "main"
         _refuse_wiped_locations(config, cache_dir, source, pytest.UsageError)
+        if cache_dir.exists() and not cache_dir.is_dir():
+            raise pytest.UsageError(
+                f"repoclones: the repository cache {cache_dir} (from {source}) is not a directory"
+            )
         return cls(
             cache_dir=cache_dir,
             cache_dir_source=source,
@@ -65,9 +70,10 @@ class Settings:
             worker=worker,
         )
 
-    def make_store(self) -> RepoStore:
+    def make_store(self, notice: Callable[[str], None] | None = None) -> RepoStore:
         return RepoStore(
             self.cache_dir,
+            notice=notice,
             timeout=self.timeout,
             lock_timeout=self.lock_timeout,
             session_id=self.session_id,

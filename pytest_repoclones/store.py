@@ -329,14 +329,20 @@ class RepoStore:
     def _ensure_layout(self) -> None:
         if self._layout_ready:
             return
-        for sub in ("repos", "locks", "tmp"):
-            (self.cache_dir / sub).mkdir(parents=True, exist_ok=True)
-        tag = self.cache_dir / "CACHEDIR.TAG"
-        if not tag.exists():
-            tag.write_text(
-                "Signature: 8a477f597d28d172789f06886806bc55\n"
-                "# This directory is a cache made by pytest-repoclones.\n"
-            )
+        try:
+            for sub in ("repos", "locks", "tmp"):
+                (self.cache_dir / sub).mkdir(parents=True, exist_ok=True)
+            tag = self.cache_dir / "CACHEDIR.TAG"
+            if not tag.exists():
+                tag.write_text(
+                    "Signature: 8a477f597d28d172789f06886806bc55\n"
+                    "# This directory is a cache made by pytest-repoclones.\n"
+                )
+        except OSError as exc:
+            raise RepoClonesError(
+                f"Cannot use {self.cache_dir} as the repository cache: {exc.strerror or exc}",
+                hint="point --repo-cache-dir (or PYTEST_REPO_CACHE_DIR) at a writable directory",
+            ) from None
         self._layout_ready = True
 
     def _ensure(self, repo: RepoURL) -> Path:

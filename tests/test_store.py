@@ -376,3 +376,10 @@ def test_errors_survive_pickling() -> None:
     assert type(copy) is CommitNotFoundError
     assert str(copy) == str(error)
     assert copy.commit == "abc1234"
+
+
+def test_cache_dir_that_is_a_file_is_a_clear_error(tmp_path: Path, upstream: Upstream) -> None:
+    not_a_dir = tmp_path / "cache-file"
+    not_a_dir.write_text("x")
+    with pytest.raises(RepoClonesError, match="cache-file"):
+        RepoStore(not_a_dir).clone(upstream.url)

@@ -48,6 +48,7 @@ from .errors import (
     GitCommandError,
     InvalidInputError,
     RemoteError,
+    RepoClonesError,
     WorktreeError,
 )
 from .health import find_problem

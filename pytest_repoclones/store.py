@@ -577,7 +577,9 @@ class RepoStore:
                 f"No such {what} upstream",
                 url=repo.redacted,
                 commit=revision.text,
-                hint="branches and tags were fetched from the remote in this session",
+                hint="the remote's HEAD names a branch it does not have; pass a branch name"
+                if revision.kind == "default"
+                else "branches and tags were fetched from the remote in this session",
             )
         return found
 

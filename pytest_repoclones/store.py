@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -73,6 +74,9 @@ LOCK_REASON_PREFIX = "repoclones "
 DEFAULT_LOCK_TIMEOUT = 900.0
 #: A git lock file untouched this long, found while we hold the repository lock, is stale.
 STALE_GIT_LOCK_AGE = 60.0
+#: When a git call fails on a lock file, how long it must sit idle before we call it stale.
+GIT_LOCK_PATIENCE = 2.0
+_GIT_LOCK_FILE_RE = re.compile(r"Unable to create '([^']+\.lock)': File exists")
 
 _UPSTREAM_REFSPECS = ("+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
 _HEAD_REFSPEC = "+HEAD:refs/remotes/origin/HEAD"
@@ -339,6 +343,7 @@ class RepoStore:
                     "Signature: 8a477f597d28d172789f06886806bc55\n"
                     "# This directory is a cache made by pytest-repoclones.\n"
                 )
+            self._remove_dead_trash()
         except OSError as exc:
             raise RepoClonesError(
                 f"Cannot use {self.cache_dir} as the repository cache: {exc.strerror or exc}",
@@ -410,6 +415,13 @@ class RepoStore:
         except OSError:
             trash = path
         _rmtree(trash)
+
+    def _remove_dead_trash(self) -> None:
+        """Finish deleting what a process killed inside ``_discard`` left in ``tmp/trash.*``."""
+        for trash in (self.cache_dir / "tmp").glob("trash.*"):
+            pid = trash.name.split(".")[1]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                _rmtree(trash)
 
     def _remove_stale_tmp(self, repo: RepoURL) -> None:
         # Only a holder of this repository's lock builds in tmp/<key>.*, and we hold it now.
@@ -498,7 +510,9 @@ class RepoStore:
         doomed = [ref for ref in result.stdout.splitlines() if ref and ref not in live_refs]
         if doomed:
             stdin = "".join(f"delete {ref}\n" for ref in doomed)
-            self._git_input(["update-ref", "--stdin"], stdin, git_dir=git_dir)
+            result = self._git_input(["update-ref", "--stdin"], stdin, git_dir=git_dir)
+            if not result.ok:
+                log.warning("repoclones: could not delete orphaned branches: %s", result.error_line)
 
     def _owner_is_dead(self, reason: str) -> bool:
         if reason.strip() == "initializing":
@@ -513,12 +527,8 @@ class RepoStore:
             pid = int(fields.get("pid", ""))
         except ValueError:
             return True
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _pid_alive(pid):
             return True
-        except PermissionError:
-            return False
         return _process_start_time(pid) != fields.get("start")
 
     # -- resolving commits -----------------------------------------------------------------
@@ -724,11 +734,40 @@ class RepoStore:
     ) -> GitResult:
         start = time.perf_counter()
         try:
-            return func(*args, **kwargs)
+            return self._recovering_stale_git_locks(func, args, kwargs)
         finally:
             stats = self.stats.get(key)
             if stats is not None:
                 stats.git_seconds += time.perf_counter() - start
+
+    def _recovering_stale_git_locks(
+        self, func: Callable[..., GitResult], args: Any, kwargs: dict[str, Any]
+    ) -> GitResult:
+        """Run git; if it failed on a lock file a killed git left behind, remove it and retry.
+
+        Repository-level git calls run under our per-repository lock, so no other plugin
+        process holds a git lock there; a lock file that stays untouched for a moment was
+        left by a git that died with its (SIGKILLed) parent. A test running git inside its
+        worktree can hold such a lock for milliseconds, hence the short patience.
+        """
+        deadline: float | None = None
+        while True:
+            result = func(*args, **kwargs)
+            git_dir = kwargs.get("git_dir")
+            if result.ok or git_dir is None:
+                return result
+            match = _GIT_LOCK_FILE_RE.search(result.stderr)
+            if match is None:
+                return result
+            lock_file = Path(match.group(1))
+            try:
+                lock_file.relative_to(git_dir)
+            except ValueError:
+                return result
+            if deadline is None:
+                deadline = time.monotonic() + GIT_LOCK_PATIENCE * 3
+            if not _wait_out_git_lock(lock_file, deadline):
+                return result
 
     def _raise_fetch_error(
         self, repo: RepoURL, revision: Revision, result: GitResult, problem: str
@@ -855,6 +894,31 @@ def _key_of(git_dir: Path | None) -> str:
         return ""
     name = git_dir.name
     return name[: -len(".git")] if name.endswith(".git") else name.rsplit(".", 2)[0]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_out_git_lock(lock_file: Path, deadline: float) -> bool:
+    """Wait for a git lock file to go away, deleting it once idle; False if it stayed busy."""
+    while time.monotonic() < deadline:
+        try:
+            idle = time.time() - lock_file.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        if idle > GIT_LOCK_PATIENCE:
+            lock_file.unlink(missing_ok=True)
+            log.warning("repoclones: removed git lock file left by a killed process: %s", lock_file)
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def _reason_fields(reason: str) -> dict[str, str]:

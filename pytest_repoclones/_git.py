@@ -163,21 +163,40 @@ def git_environment(
     )
     env.pop("REPOCLONES_USERNAME", None)
     env.pop("REPOCLONES_PASSWORD", None)
-    if "GIT_SSH_COMMAND" not in source and "GIT_SSH" not in source:
-        # BatchMode makes ssh fail instead of asking for a passphrase or host-key confirmation.
-        env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
     return env
 
 
+def ssh_batch_env(env: Mapping[str, str], user_ssh_command: str | None) -> dict[str, str]:
+    """BatchMode for ssh, unless the user chose an ssh command (env or core.sshCommand).
+
+    git runs without a terminal (new session, stdin from /dev/null), so ssh could not prompt
+    anyway; BatchMode makes it fail at once instead of trying.
+    """
+    if "GIT_SSH_COMMAND" in env or "GIT_SSH" in env or user_ssh_command:
+        return {}
+    return {"GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
+
+
 def credential_args(username: str | None, password: str | None) -> tuple[list[str], dict[str, str]]:
-    """Extra git arguments and environment that supply an http password from the URL."""
-    if password is None:
-        return [], {}
-    return (
-        # The empty value first resets the user's helper list so ours answers for this URL.
-        ["-c", "credential.helper=", "-c", f"credential.helper={_CREDENTIAL_HELPER}"],
-        {"REPOCLONES_USERNAME": username or "", "REPOCLONES_PASSWORD": password},
-    )
+    """Extra git arguments and environment that hand git the credentials from an http URL.
+
+    Neither ever appears in git's argv (visible in /proc and traces): a password goes through
+    a helper reading the environment; a bare user name (often a token) through
+    ``credential.username`` set by GIT_CONFIG_* variables, so the user's helpers still run.
+    """
+    if password is not None:
+        return (
+            # The empty value first resets the user's helper list so ours answers.
+            ["-c", "credential.helper=", "-c", f"credential.helper={_CREDENTIAL_HELPER}"],
+            {"REPOCLONES_USERNAME": username or "", "REPOCLONES_PASSWORD": password},
+        )
+    if username is not None:
+        return [], {
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "credential.username",
+            "GIT_CONFIG_VALUE_0": username,
+        }
+    return [], {}
 
 
 def run_git(

@@ -89,6 +89,8 @@ def parse_revision(commit: object) -> Revision:
 
 def check_branch_name(branch: str) -> str:
     """Return ``branch`` if git accepts it as a new branch name, else raise."""
+    if not isinstance(branch, str):
+        raise InvalidInputError(f"Invalid branch name {branch!r}: not a string")
     problem = ref_format_problem(branch)
     if problem is None and branch in ("HEAD",):
         problem = "'HEAD' is reserved"

@@ -41,7 +41,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._git import DEFAULT_TIMEOUT, GitResult, credential_args, git_environment, run_git
+from ._git import (
+    DEFAULT_TIMEOUT,
+    GitResult,
+    credential_args,
+    git_environment,
+    run_git,
+    ssh_batch_env,
+)
 from ._lock import RepoLock
 from .errors import (
     CacheCorruptError,
@@ -695,7 +702,12 @@ class RepoStore:
         return self._git(["cat-file", "-e", sha], git_dir=git_dir).ok
 
     def _fetch(self, repo: RepoURL, git_dir: Path, refspecs: list[str]) -> GitResult:
-        pre_args, extra_env = credential_args(repo.username, repo.password)
+        pre_args, extra_env = credential_args(
+            repo.username if repo.scheme in ("http", "https") else None, repo.password
+        )
+        env = self._environment()
+        if repo.scheme == "ssh":
+            extra_env.update(ssh_batch_env(env, self._user_ssh_command()))
         self._stats(repo).fetches += 1
         return self._timed(
             repo.key,
@@ -710,13 +722,20 @@ class RepoStore:
                 repo.fetch_url,
                 *refspecs,
             ],
-            env=self._environment(),
+            env=env,
             git_dir=git_dir,
             timeout=self.timeout,
             pre_args=pre_args,
             extra_env=extra_env,
             url=repo.redacted,
         )
+
+    def _user_ssh_command(self) -> str | None:
+        """The user's core.sshCommand, which our GIT_SSH_COMMAND must not override."""
+        result = run_git(
+            ["config", "--get", "core.sshCommand"], env=self._environment(), timeout=self.timeout
+        )
+        return result.stdout.strip() or None
 
     def _stats(self, repo: RepoURL) -> RepoStats:
         with self._mutex:
@@ -784,13 +803,11 @@ class RepoStore:
 
     # -- worktrees -------------------------------------------------------------------------
 
-    def _check_new_worktree_path(
-        self, path: str | os.PathLike[str], repo: RepoURL, commit: str | None
-    ) -> Path:
-        text = os.fspath(path)
+    def _check_new_worktree_path(self, path: object, repo: RepoURL, commit: str | None) -> Path:
+        text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
         if not isinstance(text, str) or not text or any(ord(ch) < 32 for ch in text):
             raise InvalidInputError(
-                "Worktree path must be a non-empty str without control characters",
+                "Worktree path must be a non-empty str or path without control characters",
                 url=repo.redacted,
                 commit=commit,
             )
@@ -801,13 +818,14 @@ class RepoStore:
                 url=repo.redacted,
                 commit=commit,
             )
-        try:
-            target.relative_to(self.cache_dir)
-        except ValueError:
-            return target
-        raise InvalidInputError(
-            f"Worktree path {target} is inside the cache", url=repo.redacted, commit=commit
-        )
+        # Compare real paths: '..' and symlinks must not smuggle a worktree into the cache.
+        real_target = Path(os.path.realpath(target))
+        real_cache = Path(os.path.realpath(self.cache_dir))
+        if real_target == real_cache or real_cache in real_target.parents:
+            raise InvalidInputError(
+                f"Worktree path {target} is inside the cache", url=repo.redacted, commit=commit
+            )
+        return target
 
     def _worktree_add(self, git_dir: Path, target: Path, branch: str, start: str) -> GitResult:
         # --no-checkout only writes metadata (milliseconds), so the lock is short; --lock with

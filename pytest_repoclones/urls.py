@@ -63,6 +63,8 @@ class RepoURL:
         """Remove this URL's password from any text (git's stderr, an argv)."""
         if self.password:
             text = text.replace(self.password, "***")
+        if self.username and self.scheme in ("http", "https"):
+            text = text.replace(f"{self.username}@", "***@")
         return text
 
 
@@ -173,7 +175,11 @@ def _parse_scheme_url(text: str, scheme: str, protocols: tuple[str, ...]) -> Rep
         # These hosts treat paths case-insensitively; one entry per repository.
         path = path.lower()
     canonical = urlunsplit((scheme, netloc, path, parts.query, ""))
-    fetch_netloc = netloc if username is None else f"{username}@{netloc}"
+    if scheme in ("http", "https"):
+        # Credentials go to git through its environment (see _git.credential_args), not argv.
+        fetch_netloc = netloc
+    else:
+        fetch_netloc = netloc if username is None else f"{username}@{netloc}"
     fetch_url = urlunsplit((parts.scheme, fetch_netloc, parts.path, parts.query, parts.fragment))
     return RepoURL(text, fetch_url, canonical, shown, scheme, username, password)
 

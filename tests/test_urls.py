@@ -49,7 +49,7 @@ def test_password_never_reaches_key_fetch_url_or_redacted_form() -> None:
     for text in (parsed.key, parsed.fetch_url, parsed.canonical, parsed.redacted):
         assert "s3cret" not in text
     assert parsed.redacted == "https://alice:***@example.com/org/repo.git"
-    assert parsed.fetch_url == "https://alice@example.com/org/repo.git"
+    assert parsed.fetch_url == "https://example.com/org/repo.git"  # user goes via env
     assert parsed.password == "s3cret"
     assert parsed.scrub("fatal: s3cret rejected") == "fatal: *** rejected"
 

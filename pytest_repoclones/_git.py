@@ -180,23 +180,18 @@ def ssh_batch_env(env: Mapping[str, str], user_ssh_command: str | None) -> dict[
 def credential_args(username: str | None, password: str | None) -> tuple[list[str], dict[str, str]]:
     """Extra git arguments and environment that hand git the credentials from an http URL.
 
-    Neither ever appears in git's argv (visible in /proc and traces): a password goes through
-    a helper reading the environment; a bare user name (often a token) through
-    ``credential.username`` set by GIT_CONFIG_* variables, so the user's helpers still run.
+    Neither ever appears in git's argv (visible in /proc and traces): a helper reads them from
+    the environment. With a password, the user's helpers are reset so ours answers; with only
+    a user name (often a token, sent with an empty password as plain git does), ours comes
+    after the user's helpers, which may still supply the password.
     """
+    if password is None and username is None:
+        return [], {}
+    env = {"REPOCLONES_USERNAME": username or "", "REPOCLONES_PASSWORD": password or ""}
+    helper = ["-c", f"credential.helper={_CREDENTIAL_HELPER}"]
     if password is not None:
-        return (
-            # The empty value first resets the user's helper list so ours answers.
-            ["-c", "credential.helper=", "-c", f"credential.helper={_CREDENTIAL_HELPER}"],
-            {"REPOCLONES_USERNAME": username or "", "REPOCLONES_PASSWORD": password},
-        )
-    if username is not None:
-        return [], {
-            "GIT_CONFIG_COUNT": "1",
-            "GIT_CONFIG_KEY_0": "credential.username",
-            "GIT_CONFIG_VALUE_0": username,
-        }
-    return [], {}
+        return ["-c", "credential.helper=", *helper], env
+    return helper, env
 
 
 def run_git(

@@ -26,6 +26,7 @@ processes. Checking files out and deleting them, the slow parts, run outside it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,8 +84,13 @@ DEFAULT_LOCK_TIMEOUT = 900.0
 STALE_GIT_LOCK_AGE = 60.0
 #: When a git call fails on a lock file, how long it must sit idle before we call it stale.
 GIT_LOCK_PATIENCE = 2.0
+_CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
 _GIT_LOCK_FILE_RE = re.compile(r"Unable to create '([^']+\.lock)': File exists")
 
+_OFFLINE_HINT = (
+    "warm the cache first: `pytest-repoclones prefetch URL [COMMIT...]`, "
+    "or one run without --repo-offline"
+)
 _UPSTREAM_REFSPECS = ("+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
 _HEAD_REFSPEC = "+HEAD:refs/remotes/origin/HEAD"
 # Written into each cached repository's own config, so git run by tests inside a worktree
@@ -158,14 +164,31 @@ class RepoStore:
         worker: str | None = None,
         protocols: Iterable[str] = DEFAULT_PROTOCOLS,
         notice: Callable[[str], None] | None = None,
+        reuse: bool = False,
+        offline: bool = False,
+        clone_filter: str | None = None,
+        clone_filters: Mapping[str, str] | None = None,
     ) -> None:
         self.cache_dir = Path(cache_dir).expanduser().absolute()
-        self.timeout = float(timeout)
-        self.lock_timeout = float(lock_timeout)
+        self.timeout = _check_seconds("timeout", timeout)
+        self.lock_timeout = _check_seconds("lock_timeout", lock_timeout)
+        if isinstance(protocols, str):
+            raise InvalidInputError("protocols must be a list of names, not one string")
         self.session_id = session_id or uuid.uuid4().hex
         self.worker = worker or f"p{os.getpid()}"
         self.protocols = tuple(protocols)
         self._notice = notice
+        #: Park removed worktrees and move them to the next commit asked for (same repository).
+        self.reuse = reuse
+        #: Never contact a remote: only what the cache holds.
+        self.offline = offline
+        self.clone_filter = _check_filter(clone_filter)
+        self._clone_filters = {
+            parse_url(url, self.protocols).key: _check_filter(spec)
+            for url, spec in (clone_filters or {}).items()
+        }
+        self._parked: dict[str, list[Worktree]] = {}
+        self._partial: dict[str, bool] = {}
         self._owner = (
             f"{LOCK_REASON_PREFIX}pid={os.getpid()} start={_process_start_time(os.getpid())} "
             f"host={socket.gethostname()}"
@@ -207,25 +230,55 @@ class RepoStore:
         commit: str | None,
         path: str | os.PathLike[str],
         branch: str | None = None,
+        *,
+        sparse: Sequence[str] | None = None,
     ) -> Worktree:
         """Check out ``commit`` of ``url`` into a new worktree at ``path`` on a new branch.
 
         ``path`` must not exist or be an empty directory. Without ``branch``, a unique
-        ``repoclones/<worker>/wt-<random>`` branch is made.
+        ``repoclones/<worker>/wt-<random>`` branch is made. ``sparse`` lists the only paths
+        to check out (directories end with ``/``; cone mode when all are directories).
         """
         repo = self._parse_url(url)
         revision = parse_revision(commit)
         target = self._check_new_worktree_path(path, repo, commit)
+        sparse_args = _sparse_arguments(sparse)
         auto_branch = branch is None
         branch = check_branch_name(branch if branch is not None else self.new_branch_name())
         network_before = self._network_ops(repo)
         git_dir = self._ensure(repo)
         if revision.kind == "full":
-            # Hot path: let `worktree add` itself find the commit, fetch only if it fails.
+            # Hot path: let git itself find the commit, fetch only if that fails.
             assert revision.text is not None
             start = f"{revision.text}^{{commit}}"
         else:
             start = self._resolve(repo, git_dir, revision)
+        worktree = None
+        if self.reuse and sparse_args is None:
+            worktree = self._reuse_parked(repo, revision, start, target, branch, str(url))
+        if worktree is None:
+            worktree = self._new_worktree(
+                repo, revision, start, target, branch, auto_branch, sparse_args, str(url)
+            )
+        stats = self._stats(repo)
+        stats.worktrees += 1
+        if self._network_ops(repo) == network_before:
+            stats.cache_hits += 1
+        self._touch(git_dir)
+        return worktree
+
+    def _new_worktree(
+        self,
+        repo: RepoURL,
+        revision: Revision,
+        start: str,
+        target: Path,
+        branch: str,
+        auto_branch: bool,
+        sparse_args: list[str] | None,
+        url: str,
+    ) -> Worktree:
+        git_dir = self._git_dir(repo)
         with self._lock(repo).hold(f"worktree add {target}"):
             result = self._worktree_add(git_dir, target, branch, start)
             if not result.ok and auto_branch and "already exists" in result.stderr:
@@ -239,35 +292,66 @@ class RepoStore:
                 raise WorktreeError(
                     f"Could not create a worktree at {target}",
                     url=repo.redacted,
-                    commit=commit,
+                    commit=revision.text,
                     git_error=repo.scrub(result.error_line),
                 )
-        admin_dir = self._admin_dir(target, git_dir)
         worktree = Worktree(
             path=target,
-            url=str(url),
+            url=url,
             commit=self._branch_commit(git_dir, branch),
             branch=branch,
             git_dir=git_dir,
-            admin_dir=admin_dir,
+            admin_dir=self._admin_dir(target, git_dir),
+            sparse=tuple(sparse_args) if sparse_args else None,
         )
         try:
-            self._checkout(worktree, repo, commit)
+            if sparse_args is not None:
+                # Only writes the worktree's own config and pattern file: no lock needed
+                # (worktreeConfig is already enabled in the shared config at clone time).
+                self._run_in_worktree(repo, worktree, ["sparse-checkout", "set", *sparse_args])
+            # What `worktree add` runs internally, here outside the lock: the slow part.
+            self._run_in_worktree(
+                repo, worktree, ["reset", "--quiet", "--hard", "--no-recurse-submodules"]
+            )
         except BaseException:
-            self.remove_worktree(worktree)
+            self._remove_for_real(worktree)
             raise
-        stats = self._stats(repo)
-        stats.worktrees += 1
-        if self._network_ops(repo) == network_before:
-            stats.cache_hits += 1
         return worktree
 
     def remove_worktree(self, worktree: Worktree) -> None:
-        """Delete the worktree's files, its registration in the store and its branch."""
+        """Delete the worktree's files, its registration in the store and its branch.
+
+        With ``reuse``, an intact worktree is parked instead, for the next request of this
+        store for the same repository; :meth:`close` removes what is still parked.
+        """
+        if self.reuse and self._parkable(worktree):
+            _leave_directory(worktree.path)
+            with self._mutex:
+                self._parked.setdefault(_key_of(worktree.git_dir), []).append(worktree)
+            return
+        self._remove_for_real(worktree)
+
+    def close(self) -> None:
+        """Remove every parked worktree (reuse mode). The store stays usable."""
+        with self._mutex:
+            parked = [wt for items in self._parked.values() for wt in items]
+            self._parked.clear()
+        errors = []
+        for worktree in parked:
+            try:
+                self._remove_for_real(worktree)
+            except RepoClonesError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def _remove_for_real(self, worktree: Worktree) -> None:
         _leave_directory(worktree.path)
         # Deleting files is the slow part and needs no lock: the admin entry stays valid
         # (a concurrent fetch still reads a consistent HEAD) until we remove it below.
         _rmtree(worktree.path)
+        if worktree.isolated:
+            return  # a repository of its own: nothing registered in the cache
         lock = self._lock_for_git_dir(worktree.git_dir, redact(worktree.url))
         with lock.hold(f"worktree remove {worktree.path}"):
             _rmtree(worktree.admin_dir)
@@ -281,6 +365,88 @@ class RepoStore:
                 commit=worktree.commit,
                 git_error=result.error_line,
             )
+
+    # -- worktree reuse --------------------------------------------------------------------
+
+    def _parkable(self, worktree: Worktree) -> bool:
+        """Only an intact, full (not sparse, not isolated) checkout is worth moving on."""
+        if worktree.sparse or worktree.isolated:
+            return False
+        return _read(worktree.path / ".git") == f"gitdir: {worktree.admin_dir}"
+
+    def _reuse_parked(
+        self, repo: RepoURL, revision: Revision, start: str, target: Path, branch: str, url: str
+    ) -> Worktree | None:
+        """Move a parked worktree to ``target`` and check out ``start`` there; None if none.
+
+        Only files that differ are written: this is what makes reuse fast. Anything odd
+        (a test broke its worktree) makes us fall back to a fresh worktree.
+        """
+        with self._mutex:
+            candidates = self._parked.get(repo.key)
+            parked = candidates.pop() if candidates else None
+        if parked is None:
+            return None
+        try:
+            return self._move_parked(parked, repo, revision, start, target, branch, url)
+        except (OSError, RepoClonesError) as exc:
+            log.info("repoclones: could not reuse %s (%s); making a new worktree", parked.path, exc)
+            with contextlib.suppress(OSError, RepoClonesError):
+                self._remove_for_real(parked)
+            return None
+
+    def _move_parked(
+        self,
+        parked: Worktree,
+        repo: RepoURL,
+        revision: Revision,
+        start: str,
+        target: Path,
+        branch: str,
+        url: str,
+    ) -> Worktree:
+        git_dir = parked.git_dir
+        if target.exists():
+            target.rmdir()  # validated empty
+        with self._lock(repo).hold(f"worktree reuse {target}"):
+            # What `git worktree move` does, without a process: rename, then repoint the entry.
+            os.rename(parked.path, target)
+            _write_atomically(parked.admin_dir / "gitdir", f"{target / '.git'}\n")
+            _write_atomically(parked.admin_dir / "locked", f"{self._owner} branch={branch}")
+            _clear_worktree_state(parked.admin_dir)
+        moved = Worktree(
+            path=target,
+            url=url,
+            commit=parked.commit,
+            branch=parked.branch,
+            git_dir=git_dir,
+            admin_dir=parked.admin_dir,
+        )
+        checkout = ["checkout", "--quiet", "--force", "--no-recurse-submodules", "-B", branch]
+        result = self._run_in_worktree(repo, moved, [*checkout, start], check=False)
+        if not result.ok and revision.kind == "full":
+            start = self._resolve_object(repo, git_dir, revision)
+            result = self._run_in_worktree(repo, moved, [*checkout, start], check=False)
+        if not result.ok:
+            self._remove_for_real(moved)
+            raise WorktreeError(
+                "Could not move a reused worktree",
+                url=repo.redacted,
+                commit=revision.text,
+                git_error=result.error_line,
+            )
+        # -ff: also nested repositories a test may have made; -x: ignored files too.
+        self._run_in_worktree(repo, moved, ["clean", "--quiet", "-ffdx"])
+        with self._lock(repo).hold(f"worktree reuse {target}"):
+            self._git(["update-ref", "-d", f"refs/heads/{parked.branch}"], git_dir=git_dir)
+        return Worktree(
+            path=target,
+            url=url,
+            commit=self._branch_commit(git_dir, branch),
+            branch=branch,
+            git_dir=git_dir,
+            admin_dir=parked.admin_dir,
+        )
 
     def new_branch_name(self, label: str = "wt") -> str:
         """A branch name unique across workers, runs and machines sharing the cache."""
@@ -381,6 +547,12 @@ class RepoStore:
             log.warning("repoclones: replacing incomplete cache entry %s", git_dir)
             self._discard(git_dir)
         self._remove_stale_tmp(repo)
+        if self.offline:
+            raise RemoteError(
+                "Repository is not in the cache, and --repo-offline forbids cloning it",
+                url=repo.redacted,
+                hint=_OFFLINE_HINT,
+            )
         tmp = self.cache_dir / "tmp" / f"{repo.key}.{os.getpid()}.{secrets.token_hex(4)}"
         try:
             init = self._git(["init", "--bare", "--quiet", "--template=", "--", str(tmp)])
@@ -388,21 +560,32 @@ class RepoStore:
                 raise GitCommandError(
                     "Could not create a cache entry", url=repo.redacted, git_error=init.error_line
                 )
+            clone_filter = self._clone_filters.get(repo.key, self.clone_filter)
             with open(tmp / "config", "a", encoding="utf-8") as config:
                 config.write(_REPO_CONFIG)
-            self._fetch_upstream(repo, tmp, problem="Could not clone")
+                if clone_filter is not None:
+                    # A partial clone needs a promisor remote to fetch missing blobs from
+                    # later; its URL carries no credentials (they come from the environment).
+                    config.write(
+                        f'[remote "origin"]\n\turl = {_config_quote(repo.fetch_url)}\n'
+                        f"\tpromisor = true\n\tpartialCloneFilter = {clone_filter}\n"
+                        "[extensions]\n\tpartialClone = origin\n"
+                    )
+            self._fetch_upstream(repo, tmp, problem="Could not clone", clone_filter=clone_filter)
             if self._lookup(tmp, ["refs/remotes/origin/HEAD^{commit}"])[0] is None:
                 self._check_has_commits(repo, tmp)
             metadata = {
                 "url": repo.redacted,
                 "canonical": repo.canonical,
                 "created": time.time(),
+                "filter": clone_filter,
                 "format": 1,
             }
             (tmp / MARKER).write_text(json.dumps(metadata, indent=1) + "\n")
             (tmp / REFRESH_MARKER).write_text(self.session_id)
             # The rename is the publication: readers see a complete clone or none at all.
             os.rename(tmp, git_dir)
+            self._partial[repo.key] = clone_filter is not None
             self._stats(repo).clones += 1
         except BaseException:
             _rmtree(tmp)
@@ -576,7 +759,9 @@ class RepoStore:
                 "No commit matches this abbreviated object name",
                 url=repo.redacted,
                 commit=revision.text,
-                hint="abbreviations are resolved against the cache after fetching all branches "
+                hint=_OFFLINE_HINT
+                if self.offline
+                else "abbreviations are resolved against the cache after fetching all branches "
                 "and tags; give the full object name to fetch a commit outside them",
             )
         return found
@@ -594,7 +779,9 @@ class RepoStore:
                 f"No such {what} upstream",
                 url=repo.redacted,
                 commit=revision.text,
-                hint="the remote's HEAD names a branch it does not have; pass a branch name"
+                hint=_OFFLINE_HINT
+                if self.offline
+                else "the remote's HEAD names a branch it does not have; pass a branch name"
                 if revision.kind == "default"
                 else "branches and tags were fetched from the remote in this session",
             )
@@ -647,8 +834,8 @@ class RepoStore:
 
     def _refresh(self, repo: RepoURL, git_dir: Path) -> None:
         """Fetch branches and tags, at most once per repository per session."""
-        if repo.key in self._refreshed:
-            return
+        if repo.key in self._refreshed or self.offline:
+            return  # offline: branches and tags are what the cache last saw
         marker = git_dir / REFRESH_MARKER
         if _read(marker) != self.session_id:
             with self._lock(repo).hold(f"fetch branches and tags of {repo.redacted}"):
@@ -661,16 +848,21 @@ class RepoStore:
     def _refresh_named_ref(self, repo: RepoURL, git_dir: Path, revision: Revision) -> None:
         assert revision.text is not None
         local = NAMED_PREFIX + revision.text[len("refs/") :]
+        if self.offline:
+            return
         with self._lock(repo).hold(f"fetch {revision.text}"):
             result = self._fetch(repo, git_dir, [f"+{revision.text}:{local}"])
         if not result.ok:
             self._raise_fetch_error(repo, revision, result, "Could not fetch ref")
 
-    def _fetch_upstream(self, repo: RepoURL, git_dir: Path, *, problem: str) -> None:
-        result = self._fetch(repo, git_dir, [_HEAD_REFSPEC, *_UPSTREAM_REFSPECS])
+    def _fetch_upstream(
+        self, repo: RepoURL, git_dir: Path, *, problem: str, clone_filter: str | None = None
+    ) -> None:
+        specs = [_HEAD_REFSPEC, *_UPSTREAM_REFSPECS]
+        result = self._fetch(repo, git_dir, specs, clone_filter=clone_filter)
         if not result.ok and "couldn't find remote ref HEAD" in result.stderr:
             # Remote HEAD points at a missing branch, or the remote is empty.
-            result = self._fetch(repo, git_dir, list(_UPSTREAM_REFSPECS))
+            result = self._fetch(repo, git_dir, specs[1:], clone_filter=clone_filter)
         if not result.ok:
             raise RemoteError(problem, url=repo.redacted, git_error=repo.scrub(result.error_line))
 
@@ -678,6 +870,13 @@ class RepoStore:
         """Fetch one object by full name (caller holds the lock); pin it under refs/repoclones."""
         sha = revision.text
         assert sha is not None
+        if self.offline:
+            raise CommitNotFoundError(
+                "Commit is not in the cache, and --repo-offline forbids fetching it",
+                url=repo.redacted,
+                commit=sha,
+                hint=_OFFLINE_HINT,
+            )
         result = self._fetch(repo, git_dir, [f"+{sha}:{PIN_PREFIX}{sha}"])
         if result.ok:
             return
@@ -701,34 +900,59 @@ class RepoStore:
     def _exists(self, git_dir: Path, sha: str) -> bool:
         return self._git(["cat-file", "-e", sha], git_dir=git_dir).ok
 
-    def _fetch(self, repo: RepoURL, git_dir: Path, refspecs: list[str]) -> GitResult:
-        pre_args, extra_env = credential_args(
-            repo.username if repo.scheme in ("http", "https") else None, repo.password
-        )
-        env = self._environment()
-        if repo.scheme == "ssh":
-            extra_env.update(ssh_batch_env(env, self._user_ssh_command()))
+    def _fetch(
+        self, repo: RepoURL, git_dir: Path, refspecs: list[str], *, clone_filter: str | None = None
+    ) -> GitResult:
+        if self.offline:
+            raise RemoteError(
+                "Not in the cache, and --repo-offline forbids contacting the remote",
+                url=repo.redacted,
+                hint=_OFFLINE_HINT,
+            )
+        pre_args, extra_env = self._remote_auth(repo)
+        options = ["--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-maintenance"]
+        if clone_filter is not None:
+            options.append(f"--filter={clone_filter}")
+        # A partial clone must fetch through its promisor remote; others name the URL, so
+        # that no URL is ever stored in the cached repository's config.
+        source = "origin" if clone_filter is not None or self._is_partial(repo) else repo.fetch_url
         self._stats(repo).fetches += 1
         return self._timed(
             repo.key,
             run_git,
-            [
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--no-write-fetch-head",
-                "--no-auto-maintenance",
-                "--",
-                repo.fetch_url,
-                *refspecs,
-            ],
-            env=env,
+            ["fetch", *options, "--", source, *refspecs],
+            env=self._environment(),
             git_dir=git_dir,
             timeout=self.timeout,
             pre_args=pre_args,
             extra_env=extra_env,
             url=repo.redacted,
         )
+
+    def _touch(self, git_dir: Path) -> None:
+        """Record the last use (the marker's mtime) for `pytest-repoclones gc`: one utime."""
+        with contextlib.suppress(OSError):
+            os.utime(git_dir / MARKER)
+
+    def _is_partial(self, repo: RepoURL) -> bool:
+        """Whether the cached clone was made with a filter (then it fetches via 'origin')."""
+        partial = self._partial.get(repo.key)
+        if partial is None:
+            metadata = _read(self._git_dir(repo) / MARKER) or "{}"
+            try:
+                partial = bool(json.loads(metadata).get("filter"))
+            except ValueError:
+                partial = False
+            self._partial[repo.key] = partial
+        return partial
+
+    def _remote_auth(self, repo: RepoURL) -> tuple[list[str], dict[str, str]]:
+        pre_args, extra_env = credential_args(
+            repo.username if repo.scheme in ("http", "https") else None, repo.password
+        )
+        if repo.scheme == "ssh":
+            extra_env.update(ssh_batch_env(self._environment(), self._user_ssh_command()))
+        return pre_args, extra_env
 
     def _user_ssh_command(self) -> str | None:
         """The user's core.sshCommand, which our GIT_SSH_COMMAND must not override."""
@@ -839,20 +1063,30 @@ class RepoStore:
             git_dir=git_dir,
         )  # fmt: skip
 
-    def _checkout(self, worktree: Worktree, repo: RepoURL, commit: str | None) -> None:
-        # What `worktree add` runs internally, here outside the lock: the slow part.
-        result = self._git(
-            ["reset", "--quiet", "--hard", "--no-recurse-submodules"],
-            work_tree=worktree.path,
-            key=repo.key,
+    def _run_in_worktree(
+        self, repo: RepoURL, worktree: Worktree, args: list[str], *, check: bool = True
+    ) -> GitResult:
+        # A partial clone fetches missing blobs during checkout: it needs the credentials.
+        pre_args, extra_env = self._remote_auth(repo) if self._is_partial(repo) else ([], {})
+        result = self._timed(
+            repo.key,
+            run_git,
+            args,
+            env=self._environment(),
+            cwd=worktree.path,
+            pre_args=[*pre_args, "-C", str(worktree.path)],
+            extra_env=extra_env,
+            timeout=self.timeout,
+            url=repo.redacted,
         )
-        if not result.ok:
+        if check and not result.ok:
             raise WorktreeError(
-                f"Could not check out files into {worktree.path}",
+                f"git {args[0]} failed in {worktree.path}",
                 url=repo.redacted,
-                commit=commit,
-                git_error=result.error_line,
+                commit=worktree.commit,
+                git_error=repo.scrub(result.error_line),
             )
+        return result
 
     def _admin_dir(self, target: Path, git_dir: Path) -> Path:
         text = _read(target / ".git") or ""
@@ -912,6 +1146,76 @@ def _key_of(git_dir: Path | None) -> str:
         return ""
     name = git_dir.name
     return name[: -len(".git")] if name.endswith(".git") else name.rsplit(".", 2)[0]
+
+
+def _check_seconds(name: str, value: object) -> float:
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not 0 < seconds < 10**7:  # also rejects nan and inf
+        raise InvalidInputError(f"{name} must be a positive, finite number of seconds: {value!r}")
+    return seconds
+
+
+_FILTER_RE = re.compile(r"^(?:blob:none|blob:limit=\d+[kmg]?|tree:\d+)$")
+
+
+def _check_filter(spec: str | None) -> str | None:
+    """A partial-clone filter git understands (validated: it reaches git's argv)."""
+    if spec is None or spec in ("", "none"):
+        return None
+    if not isinstance(spec, str) or not _FILTER_RE.match(spec):
+        raise InvalidInputError(
+            f"Unsupported clone filter {spec!r}: use blob:none, blob:limit=<n>[kmg] or tree:<n>"
+        )
+    return spec
+
+
+def _sparse_arguments(sparse: object) -> list[str] | None:
+    """``git sparse-checkout set`` arguments: cone mode when every path is a directory."""
+    if sparse is None:
+        return None
+    if isinstance(sparse, str) or not isinstance(sparse, (list, tuple)) or not sparse:
+        raise InvalidInputError("sparse must be a non-empty list of paths, e.g. ['src/']")
+    paths = []
+    for item in sparse:
+        if (
+            not isinstance(item, str)
+            or not item.strip("/")
+            or item.startswith("-")
+            or _CONTROL_CHARS_RE.search(item)
+            or ".." in item.split("/")
+        ):
+            raise InvalidInputError(f"Invalid sparse path {item!r}: use relative paths like 'src/'")
+        paths.append(item.strip("/") + ("/" if item.endswith("/") else ""))
+    if all(path.endswith("/") for path in paths):
+        return ["--cone", "--", *(path.rstrip("/") for path in paths)]
+    # Files among them: plain patterns, anchored at the top so 'src/' is not any 'src/'.
+    return ["--no-cone", "--", *(f"/{path}" for path in paths)]
+
+
+def _config_quote(value: str) -> str:
+    """A value for a git config file, quoted so that no character changes its meaning."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# Per-worktree state a test may leave in its admin dir (merges, rebases, bisects, its HEAD
+# reflog, worktree config, sparse patterns, refs/worktree/*): a reused worktree gets none.
+_KEPT_ADMIN_FILES = frozenset({"HEAD", "commondir", "gitdir", "locked", "index"})
+
+
+def _clear_worktree_state(admin_dir: Path) -> None:
+    for entry in admin_dir.iterdir():
+        if entry.name not in _KEPT_ADMIN_FILES and not entry.name.endswith(".tmp"):
+            _rmtree(entry)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
 from .errors import InvalidInputError
 
@@ -61,10 +61,14 @@ class RepoURL:
 
     def scrub(self, text: str) -> str:
         """Remove this URL's password from any text (git's stderr, an argv)."""
-        if self.password:
-            text = text.replace(self.password, "***")
+        secrets = [self.password] if self.password else []
         if self.username and self.scheme in ("http", "https"):
-            text = text.replace(f"{self.username}@", "***@")
+            secrets.append(self.username)
+        for secret in secrets:
+            # git re-encodes credentials when it quotes a URL ('%40' becomes '%2540').
+            once = quote(secret, safe="")
+            for form in (secret, once, quote(once, safe="")):
+                text = text.replace(form, "***")
         return text
 
 
@@ -166,8 +170,9 @@ def _parse_scheme_url(text: str, scheme: str, protocols: tuple[str, ...]) -> Rep
         raise InvalidInputError("Repository URL has no host", url=shown)
     if hostname.startswith("-"):
         raise InvalidInputError("Repository host starts with '-'", url=shown)
-    username = parts.username
-    password = parts.password
+    # git decodes %-escapes in credentials; so must we, before handing them to git.
+    username = unquote(parts.username) if parts.username is not None else None
+    password = unquote(parts.password) if parts.password is not None else None
     host = f"[{hostname}]" if ":" in hostname else hostname
     netloc = host if port is None else f"{host}:{port}"
     path = _strip_suffixes(parts.path)
@@ -179,7 +184,7 @@ def _parse_scheme_url(text: str, scheme: str, protocols: tuple[str, ...]) -> Rep
         # Credentials go to git through its environment (see _git.credential_args), not argv.
         fetch_netloc = netloc
     else:
-        fetch_netloc = netloc if username is None else f"{username}@{netloc}"
+        fetch_netloc = netloc if parts.username is None else f"{parts.username}@{netloc}"
     fetch_url = urlunsplit((parts.scheme, fetch_netloc, parts.path, parts.query, parts.fragment))
     return RepoURL(text, fetch_url, canonical, shown, scheme, username, password)
 

@@ -28,6 +28,10 @@ class Worktree(os.PathLike[str]):
     git_dir: Path = field(repr=False, compare=False)
     #: The worktree's administrative directory inside ``git_dir`` (``worktrees/<id>``).
     admin_dir: Path = field(repr=False, compare=False)
+    #: The ``git sparse-checkout set`` arguments, if only some paths are checked out.
+    sparse: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
+    #: A repository of its own holding only the commit's history (``isolate=True``).
+    isolated: bool = field(default=False, repr=False, compare=False)
 
     def __fspath__(self) -> str:
         return str(self.path)

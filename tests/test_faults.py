@@ -574,16 +574,66 @@ def test_password_in_url_is_used_but_never_stored(
     assert password not in caplog.text
 
 
+@pytest.mark.parametrize(
+    "special",
+    [
+        pytest.param("", id="plain-token"),
+        pytest.param(
+            "%40",
+            id="percent-encoded-token",
+        ),
+    ],
+)
 def test_token_as_user_name_never_appears_in_the_error(
+    special: str,
+    http_project: Callable[[str | None], tuple[GitHTTPServer, Upstream]],
+    quick_store: RepoStore,
+) -> None:
+    secret = os.urandom(8).hex()
+    server, _ = http_project("alice:s3cret")
+    with pytest.raises(RemoteError) as info:
+        quick_store.clone(server.url("project.git", f"tok{special}{secret}"))
+    assert "***@" in str(info.value)
+    assert secret not in str(info.value)
+
+
+def _plain_git_can_list(url: str) -> subprocess.CompletedProcess[str]:
+    """The control: git itself, given the same URL, authenticates."""
+    return subprocess.run(
+        ["git", "ls-remote", url],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_token_as_user_name_authenticates_like_plain_git(
     http_project: Callable[[str | None], tuple[GitHTTPServer, Upstream]],
     quick_store: RepoStore,
 ) -> None:
     token = "tok" + os.urandom(8).hex()
-    server, _ = http_project("alice:s3cret")
-    with pytest.raises(RemoteError) as info:
-        quick_store.clone(server.url("project.git", token))
-    assert "***@" in str(info.value)
-    assert token not in str(info.value)
+    server, up = http_project(f"{token}:")  # the server takes the token with an empty password
+    url = server.url("project.git", token)
+    control = _plain_git_can_list(url)
+    assert control.returncode == 0, f"control: {control.stderr}"
+    assert quick_store.resolve(url, "main") == up.rev("refs/heads/main")
+
+
+def test_percent_encoded_credentials_are_decoded_like_plain_git(
+    http_project: Callable[[str | None], tuple[GitHTTPServer, Upstream]],
+    quick_store: RepoStore,
+) -> None:
+    from urllib.parse import quote
+
+    user, password = "al ice", "p@ss/w#rd:1%"
+    server, up = http_project(f"{user}:{password}")
+    url = server.url("project.git", f"{quote(user, safe='')}:{quote(password, safe='')}")
+    control = _plain_git_can_list(url)
+    assert control.returncode == 0, f"control: {control.stderr}"
+    assert quick_store.resolve(url, "main") == up.rev("refs/heads/main")
 
 
 @pytest.fixture
@@ -826,3 +876,54 @@ def test_damaged_entry_in_use_by_a_live_process_names_the_path_to_delete(
     assert git_dir.is_dir(), "nothing in use may be deleted"
     assert (wt.path / "README.md").is_file()
     assert not (tmp_path / "wt2").exists()
+
+
+# -- the same, end to end through the pytest options ------------------------------------------
+
+
+def test_timeout_options_bound_a_whole_pytest_run(
+    pytester: pytest.Pytester,
+    black_hole: BlackHole,
+    upstream: Upstream,
+    cache_dir: Path,
+) -> None:
+    """``--repo-timeout`` and ``--repo-lock-timeout`` reach every git call and lock wait: a
+    stalled server and a held lock each fail their test quickly with a clear report."""
+    stalled = f"http://127.0.0.1:{black_hole.port}/x.git"
+    store = RepoStore(cache_dir)
+    key = store.git_dir(upstream.url).name[: -len(".git")]
+    holder = LockHolder(cache_dir / "locks" / f"{key}.lock", upstream.url)
+    try:
+        pytester.makepyfile(
+            f"""
+            def test_stalled_server(worktree):
+                worktree({stalled!r})
+
+            def test_locked_repository(worktree):
+                worktree({upstream.url!r})
+            """
+        )
+        started = time.monotonic()
+        result = pytester.runpytest_subprocess(
+            "--repo-cache-dir",
+            str(cache_dir),
+            "--repo-timeout",
+            "2",
+            "--repo-lock-timeout",
+            "1",
+            "-p",
+            "no:cacheprovider",
+            timeout=60,
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        holder.stop()
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            f"*GitTimeoutError: git fetch timed out after 2 s*{stalled}*",
+            f"*LockTimeoutError: Gave up after 1 s waiting for the lock*pid {holder.pid}*",
+        ],
+    )
+    assert elapsed < 2 + 1 + SLACK + 5  # both limits, plus a pytest start-up
+    assert wait_for_no_processes(str(black_hole.port)) == []

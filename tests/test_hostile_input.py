@@ -466,3 +466,24 @@ def test_token_never_reaches_gits_argv(
     trace = trace_file.read_text()
     assert f"127.0.0.1:{closed_port}" in trace, "the trace must show the fetch ran"
     assert token not in trace
+
+
+# -- the store's own arguments --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("timeout", float("nan")),
+        ("timeout", float("inf")),
+        ("timeout", 0),
+        ("timeout", -1.0),
+        ("lock_timeout", float("nan")),
+        ("lock_timeout", -1.0),
+    ],
+    ids=str,
+)
+def test_store_rejects_nonsense_timeouts(option: str, value: float, cache_dir: Path) -> None:
+    with pytest.raises(InvalidInputError, match="timeout"):
+        RepoStore(cache_dir, **{option: value})  # type: ignore[arg-type]
+    assert not cache_dir.exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import RepoClonesError, WorktreeError
@@ -31,14 +31,30 @@ class WorktreeFactory:
         self._slug = slugify(test_name)
         self.made: list[Worktree] = []
 
-    def __call__(self, url: str | os.PathLike[str], commit: str | None = None) -> Worktree:
-        """Check out ``commit`` (default: the remote's default branch) of ``url`` for this test."""
+    def __call__(
+        self,
+        url: str | os.PathLike[str],
+        commit: str | None = None,
+        *,
+        sparse: Sequence[str] | None = None,
+        isolate: bool = False,
+    ) -> Worktree:
+        """Check out ``commit`` (default: the remote's default branch) of ``url`` for this test.
+
+        ``sparse``: only these paths (``["src/", "docs/index.md"]``). ``isolate``: a repository
+        of its own with only the commit's history (for evaluation harnesses).
+        """
         __tracebackhide__ = True
         try:
             parent = self._make_dir(f"wt-{self._slug}")
             name = _repo_dir_name(url)
             worktree = self._store.add_worktree(
-                url, commit, parent / name, branch=self._store.new_branch_name(self._slug)
+                url,
+                commit,
+                parent / name,
+                branch=self._store.new_branch_name(self._slug),
+                sparse=sparse,
+                isolate=isolate,
             )
         except RepoClonesError as exc:
             # The message says everything; the plugin's internal frames would only bury it.
@@ -46,13 +62,17 @@ class WorktreeFactory:
         self.made.append(worktree)
         return worktree
 
-    def cleanup(self) -> None:
-        """Remove every worktree made, newest first; report the first failure after trying all."""
+    def cleanup(self, keep: bool = False) -> None:
+        """Remove (or keep) every worktree made, newest first; report the first failure after
+        trying all."""
         errors: list[BaseException] = []
         while self.made:
             worktree = self.made.pop()
             try:
-                self._store.remove_worktree(worktree)
+                if keep:
+                    self._store.keep_worktree(worktree)
+                else:
+                    self._store.remove_worktree(worktree)
             except Exception as exc:  # noqa: BLE001 - keep removing the others
                 errors.append(exc)
         if errors:

@@ -5,16 +5,21 @@ from __future__ import annotations
 import logging
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
+from . import markers, summary
+from .errors import RepoClonesError
 from .factory import WorktreeFactory
-from .settings import CACHE_DIR_ENV, Settings
+from .settings import CACHE_DIR_ENV, KEEP_CHOICES, OFFLINE_ENV, Settings
 from .store import RepoStore
+from .worktree import Worktree
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 STORE_KEY = pytest.StashKey[RepoStore]()
+FAILED_KEY = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,26 +43,74 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="SECONDS",
         help="How long to wait for another process holding a repository's lock (default: 900)",
     )
+    group.addoption(
+        "--repo-reuse",
+        dest="repo_reuse",
+        action="store_true",
+        default=None,
+        help="Park worktrees at teardown and move them to the next test's commit (faster)",
+    )
+    group.addoption(
+        "--repo-offline",
+        dest="repo_offline",
+        action="store_true",
+        default=None,
+        help=f"Never contact a remote; use only what the cache holds (env {OFFLINE_ENV})",
+    )
+    group.addoption(
+        "--repo-keep",
+        dest="repo_keep",
+        choices=KEEP_CHOICES,
+        help="Keep the worktrees of failed tests, or of all tests (default: none)",
+    )
+    group.addoption(
+        "--repo-clone-filter",
+        dest="repo_clone_filter",
+        metavar="FILTER",
+        help="Make new clones partial, e.g. blob:none (blobs are fetched when checked out)",
+    )
     parser.addini("repo_cache_dir", "Directory of the shared clone cache", default="")
     parser.addini("repo_timeout", "Time limit of each git network operation, seconds", default="")
     parser.addini(
         "repo_lock_timeout", "How long to wait for a repository's lock, seconds", default=""
     )
+    parser.addini("repo_reuse", "Reuse worktrees between tests", type="bool", default=False)
+    parser.addini("repo_offline", "Never contact a remote", type="bool", default=False)
+    parser.addini("repo_keep", "Keep worktrees: none, failed or all", default="")
+    parser.addini("repo_clone_filter", "Partial-clone filter for new clones", default="")
+    parser.addini(
+        "repo_clone_filters", "Per-repository clone filters, lines of 'URL FILTER'", type="linelist"
+    )
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "worktree(url, commit=None, *, sparse=None, isolate=False): the worktree the "
+        "repo_worktree fixture gives; a list of commits parametrizes the test over them",
+    )
     workerinput = getattr(config, "workerinput", None)
     # One id for the whole run, handed by the controller to its xdist workers, so that moving
     # names are refreshed from the remote once per run rather than once per worker.
     session_id = (workerinput or {}).get("repoclones_session") or uuid.uuid4().hex
     settings = Settings.from_config(config, session_id=session_id)
+    try:
+        store = settings.make_store(notice=_notice_on_terminal)
+    except RepoClonesError as exc:
+        raise pytest.UsageError(f"repoclones: {exc}") from None
     config.stash[SETTINGS_KEY] = settings
-    config.stash[STORE_KEY] = settings.make_store(notice=_notice_on_terminal)
+    config.stash[STORE_KEY] = store
     if workerinput is None and config.pluginmanager.hasplugin("xdist"):
         from ._xdist import XdistHooks
 
         config.pluginmanager.register(XdistHooks(session_id), "repoclones-xdist")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    store = config.stash.get(STORE_KEY, None)
+    if store is not None:
+        store.close()  # worktrees parked by --repo-reuse
 
 
 def _notice_on_terminal(message: str) -> None:
@@ -67,11 +120,64 @@ def _notice_on_terminal(message: str) -> None:
     print(message, file=sys.__stderr__, flush=True)
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None:
         return None
-    return f"repoclones: cache {settings.cache_dir} (from {settings.cache_dir_source})"
+    lines = [f"repoclones: cache {settings.cache_dir} (from {settings.cache_dir_source})"]
+    modes = []
+    if settings.offline:
+        modes.append(f"offline (from {settings.offline_source})")
+    if settings.reuse:
+        modes.append("reuse")
+    if settings.keep != "none":
+        modes.append(f"keep={settings.keep}")
+    if settings.clone_filter:
+        modes.append(f"clone filter {settings.clone_filter}")
+    if modes:
+        lines.append(f"repoclones: {', '.join(modes)}")
+    return lines
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    markers.parametrize_commits(metafunc)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    markers.prefetch(config.stash[STORE_KEY], items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and report.when in ("setup", "call"):
+        item.stash[FAILED_KEY] = True
+    factory = getattr(item, "funcargs", {}).get("worktree")
+    settings = item.config.stash[SETTINGS_KEY]
+    keep = settings.keep == "all" or (settings.keep == "failed" and report.failed)
+    if isinstance(factory, WorktreeFactory) and factory.made and keep and report.when == "call":
+        report.sections.append(
+            (
+                "repoclones: kept worktrees",
+                "\n".join(
+                    f"{wt.path}  (branch {wt.branch}, commit {wt.commit})" for wt in factory.made
+                ),
+            )
+        )
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    summary.write(terminalreporter, config, config.stash[STORE_KEY])
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        # Plain builtins only: xdist sends this to the controller through execnet.
+        workeroutput["repoclones_stats"] = summary.collect(session.config.stash[STORE_KEY])
 
 
 @pytest.fixture(scope="session")
@@ -93,4 +199,14 @@ def worktree(
         request.node.name,
     )
     yield factory
-    factory.cleanup()
+    keep = request.config.stash[SETTINGS_KEY].keep
+    failed = request.node.stash.get(FAILED_KEY, False)
+    factory.cleanup(keep=keep == "all" or (keep == "failed" and failed))
+
+
+@pytest.fixture
+def repo_worktree(request: pytest.FixtureRequest, worktree: WorktreeFactory) -> Worktree:
+    """The worktree declared by ``@pytest.mark.worktree(url, commit)`` on the test."""
+    __tracebackhide__ = True
+    url, commit, options = markers.declared(request)
+    return worktree(url, commit, **options)

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 __all__ = ["CACHE_DIR_ENV", "Settings", "default_cache_dir"]
 
 CACHE_DIR_ENV = "PYTEST_REPO_CACHE_DIR"
+OFFLINE_ENV = "PYTEST_REPO_OFFLINE"
+KEEP_CHOICES = ("none", "failed", "all")
 
 
 def default_cache_dir() -> Path:
@@ -46,6 +48,12 @@ class Settings:
     lock_timeout: float
     session_id: str | None = None
     worker: str | None = None
+    reuse: bool = False
+    offline: bool = False
+    offline_source: str = "default"
+    keep: str = "none"
+    clone_filter: str | None = None
+    clone_filters: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_config(cls, config: pytest.Config, session_id: str | None = None) -> Settings:
@@ -56,6 +64,23 @@ class Settings:
         lock_timeout = _positive_float(config, "repo_lock_timeout", "--repo-lock-timeout")
         workerinput = getattr(config, "workerinput", None)
         worker = workerinput.get("workerid") if workerinput else "main"
+        offline, offline_source = _offline_with_source(config)
+        keep = config.getoption("repo_keep", None) or config.getini("repo_keep") or "none"
+        if keep not in KEEP_CHOICES:
+            raise pytest.UsageError(
+                f"repo_keep: expected one of {', '.join(KEEP_CHOICES)}, got {keep!r}"
+            )
+        clone_filter = config.getoption("repo_clone_filter", None) or (
+            config.getini("repo_clone_filter") or None
+        )
+        clone_filters = []
+        for line in config.getini("repo_clone_filters"):
+            url, _, spec = str(line).strip().rpartition(" ")
+            if not url.strip() or not spec:
+                raise pytest.UsageError(
+                    f"repo_clone_filters: expected lines 'URL FILTER', got {line!r}"
+                )
+            clone_filters.append((url.strip(), spec))
         _refuse_wiped_locations(config, cache_dir, source, pytest.UsageError)
         if cache_dir.exists() and not cache_dir.is_dir():
             raise pytest.UsageError(
@@ -68,6 +93,12 @@ class Settings:
             lock_timeout=lock_timeout if lock_timeout is not None else DEFAULT_LOCK_TIMEOUT,
             session_id=session_id,
             worker=worker,
+            reuse=bool(config.getoption("repo_reuse", False) or config.getini("repo_reuse")),
+            offline=offline,
+            offline_source=offline_source,
+            keep=keep,
+            clone_filter=clone_filter,
+            clone_filters=tuple(clone_filters),
         )
 
     def make_store(self, notice: Callable[[str], None] | None = None) -> RepoStore:
@@ -78,6 +109,10 @@ class Settings:
             lock_timeout=self.lock_timeout,
             session_id=self.session_id,
             worker=self.worker,
+            reuse=self.reuse,
+            offline=self.offline,
+            clone_filter=self.clone_filter,
+            clone_filters=dict(self.clone_filters),
         )
 
 
@@ -98,6 +133,17 @@ def _cache_dir_with_source(config: pytest.Config) -> tuple[Path, str]:
         where = config.inipath.name if config.inipath else "ini"
         return path.absolute(), f"ini repo_cache_dir in {where}"
     return default_cache_dir(), "default user cache directory"
+
+
+def _offline_with_source(config: pytest.Config) -> tuple[bool, str]:
+    if config.getoption("repo_offline", False):
+        return True, "--repo-offline"
+    env = os.environ.get(OFFLINE_ENV, "").strip().lower()
+    if env:
+        return env not in ("0", "false", "no", "off"), f"env {OFFLINE_ENV}"
+    if config.getini("repo_offline"):
+        return True, "ini repo_offline"
+    return False, "default"
 
 
 def _positive_float(config: pytest.Config, name: str, flag: str) -> float | None:

@@ -232,12 +232,15 @@ class RepoStore:
         branch: str | None = None,
         *,
         sparse: Sequence[str] | None = None,
+        isolate: bool = False,
     ) -> Worktree:
         """Check out ``commit`` of ``url`` into a new worktree at ``path`` on a new branch.
 
         ``path`` must not exist or be an empty directory. Without ``branch``, a unique
         ``repoclones/<worker>/wt-<random>`` branch is made. ``sparse`` lists the only paths
         to check out (directories end with ``/``; cone mode when all are directories).
+        ``isolate`` makes a repository of its own, built from the cache, holding only the
+        commit and its ancestors: no other branch, tag, remote or reflog can leak the future.
         """
         repo = self._parse_url(url)
         revision = parse_revision(commit)
@@ -254,7 +257,11 @@ class RepoStore:
         else:
             start = self._resolve(repo, git_dir, revision)
         worktree = None
-        if self.reuse and sparse_args is None:
+        if isolate:
+            if revision.kind == "full":
+                start = self._resolve_object(repo, git_dir, revision)
+            worktree = self._isolated_worktree(repo, start, target, branch, sparse_args, str(url))
+        elif self.reuse and sparse_args is None:
             worktree = self._reuse_parked(repo, revision, start, target, branch, str(url))
         if worktree is None:
             worktree = self._new_worktree(
@@ -331,6 +338,21 @@ class RepoStore:
             return
         self._remove_for_real(worktree)
 
+    def keep_worktree(self, worktree: Worktree) -> None:
+        """Leave ``worktree`` in place for a human to inspect (``--repo-keep``).
+
+        Its entry is marked kept, so other sessions do not prune it while its directory
+        exists; once pytest rotates the directory away, the next session removes the entry.
+        """
+        if worktree.isolated:
+            return
+        lock = self._lock_for_git_dir(worktree.git_dir, redact(worktree.url))
+        with lock.hold(f"keep {worktree.path}"):
+            _write_atomically(
+                worktree.admin_dir / "locked",
+                f"{LOCK_REASON_PREFIX}kept=1 branch={worktree.branch}",
+            )
+
     def close(self) -> None:
         """Remove every parked worktree (reuse mode). The store stays usable."""
         with self._mutex:
@@ -365,6 +387,62 @@ class RepoStore:
                 commit=worktree.commit,
                 git_error=result.error_line,
             )
+
+    def _isolated_worktree(
+        self,
+        repo: RepoURL,
+        sha: str,
+        target: Path,
+        branch: str,
+        sparse_args: list[str] | None,
+        url: str,
+    ) -> Worktree:
+        """A new repository at ``target`` with only ``sha``'s history, fetched from the cache.
+
+        Not a worktree of the cache (that would share every ref and object): a fetch of the
+        one commit over git's local transport copies exactly its ancestors, nothing else.
+        """
+        git_dir = target / ".git"
+        try:
+            for args in (
+                ["init", "--quiet", "--template=", f"--initial-branch={branch}", "--", str(target)],
+                # Fetching into the branch HEAD names needs --update-head-ok; no tags, no
+                # FETCH_HEAD, no reflog: nothing but the commit and its ancestors.
+                [
+                    "-c", "core.logAllRefUpdates=false", "-C", str(target), "fetch", "--quiet",
+                    "--no-tags", "--no-write-fetch-head", "--no-auto-maintenance",
+                    "--update-head-ok", "--", str(self._git_dir(repo)),
+                    f"+{sha}:refs/heads/{branch}",
+                ],
+            ):  # fmt: skip
+                result = self._git(args, key=repo.key)
+                if not result.ok:
+                    raise WorktreeError(
+                        f"Could not build an isolated repository at {target}",
+                        url=repo.redacted,
+                        commit=sha,
+                        git_error=result.error_line,
+                    )
+            with open(git_dir / "config", "a", encoding="utf-8") as config:
+                config.write("[core]\n\tlogAllRefUpdates = false\n[gc]\n\tauto = 0\n")
+            worktree = Worktree(
+                path=target,
+                url=url,
+                commit=self._branch_commit(git_dir, branch),
+                branch=branch,
+                git_dir=git_dir,
+                admin_dir=git_dir,
+                sparse=tuple(sparse_args) if sparse_args else None,
+                isolated=True,
+            )
+            if sparse_args is not None:
+                self._run_in_worktree(repo, worktree, ["sparse-checkout", "set", *sparse_args])
+            self._run_in_worktree(repo, worktree, ["reset", "--quiet", "--hard"])
+            _rmtree(git_dir / "logs")
+        except BaseException:
+            _rmtree(target)
+            raise
+        return worktree
 
     # -- worktree reuse --------------------------------------------------------------------
 
@@ -673,6 +751,9 @@ class RepoStore:
             gitdir_file = _read(admin / "gitdir")
             if reason is None:
                 # Not ours (made by hand?): git's own rule, dead once its directory is gone.
+                dead = gitdir_file is None or not Path(gitdir_file).exists()
+            elif _reason_fields(reason).get("kept"):
+                # Kept for inspection: dead once pytest's tmp rotation removed its directory.
                 dead = gitdir_file is None or not Path(gitdir_file).exists()
             else:
                 dead = self._owner_is_dead(reason)

@@ -1,0 +1,83 @@
+"""The terminal summary: what the session's worktrees cost, from every xdist worker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .store import RepoStore
+
+__all__ = ["collect", "write"]
+
+_COUNTERS = ("worktrees", "clones", "fetches", "cache_hits", "git_seconds")
+
+
+def collect(store: RepoStore) -> list[dict[str, Any]]:
+    """This process's counters as plain builtins (sent through xdist's ``workeroutput``)."""
+    return [
+        {**stats.as_dict(), "git_dir": str(store.cache_dir / "repos" / f"{key}.git")}
+        for key, stats in store.stats.items()
+    ]
+
+
+def _merge(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        entry = merged.setdefault(row["git_dir"], {"url": row["url"], "git_dir": row["git_dir"]})
+        for name in _COUNTERS:
+            entry[name] = entry.get(name, 0) + row.get(name, 0)
+    return sorted(merged.values(), key=lambda r: r["url"])
+
+
+def _size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def write(terminalreporter: Any, config: pytest.Config, store: RepoStore) -> None:
+    """One line by default, a table per repository with -v; nothing if no test used one."""
+    rows = collect(store)
+    xdist = config.pluginmanager.get_plugin("repoclones-xdist")
+    if xdist is not None:
+        rows.extend(xdist.worker_stats)
+    repos = _merge(rows)
+    if not repos or not any(r["worktrees"] or r["clones"] or r["fetches"] for r in repos):
+        return
+    total = {name: sum(r[name] for r in repos) for name in _COUNTERS}
+    sizes = {r["git_dir"]: _size(Path(r["git_dir"])) for r in repos}
+    write_line = terminalreporter.write_line
+    terminalreporter.write_sep("-", "repoclones")
+    if config.get_verbosity() > 0:
+        header = f"{'repository':<50} {'worktrees':>9} {'clones':>6} {'fetches':>7} "
+        header += f"{'hits':>5} {'git s':>7} {'size':>10}"
+        write_line(header)
+        for r in repos:
+            write_line(
+                f"{r['url'][:50]:<50} {r['worktrees']:>9} {r['clones']:>6} {r['fetches']:>7} "
+                f"{r['cache_hits']:>5} {r['git_seconds']:>7.2f} {_human(sizes[r['git_dir']]):>10}"
+            )
+    write_line(
+        f"{total['worktrees']} worktrees from {len(repos)} "
+        f"repositor{'y' if len(repos) == 1 else 'ies'}: {total['clones']} clones, "
+        f"{total['fetches']} fetches, {total['cache_hits']} cache hits, "
+        f"{total['git_seconds']:.1f} s in git; cache {_human(sum(sizes.values()))} "
+        f"in {store.cache_dir}"
+    )

@@ -13,6 +13,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,11 +208,14 @@ def run_git(
     url: str | None = None,
     commit: str | None = None,
     stdin: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> GitResult:
     """Run git; return its result, or raise GitTimeoutError after killing its process group.
 
     git is started in a new session so that a timeout or Ctrl-C also kills its children
     (index-pack, ssh, remote helpers), which otherwise keep writing after git itself dies.
+    With ``progress``, git's progress lines are passed to it once the command has run for
+    PROGRESS_AFTER seconds, at most once per PROGRESS_EVERY.
     """
     argv = [_git_executable(), *_CONFIG_ARGS, *pre_args]
     if git_dir is not None:
@@ -235,7 +240,10 @@ def run_git(
         errors="replace",
     )
     try:
-        stdout, stderr = process.communicate(stdin, timeout=timeout)
+        if progress is None:
+            stdout, stderr = process.communicate(stdin, timeout=timeout)
+        else:
+            stdout, stderr = _communicate_with_progress(process, timeout, progress)
     except subprocess.TimeoutExpired:
         _kill_group(process)
         command = " ".join(args[:1])
@@ -249,6 +257,61 @@ def run_git(
         _kill_group(process)
         raise
     return GitResult(tuple(args), process.returncode, stdout, stderr)
+
+
+PROGRESS_AFTER = 2.0
+PROGRESS_EVERY = 1.0
+
+
+def _communicate_with_progress(
+    process: subprocess.Popen[str], timeout: float, progress: Callable[[str], None]
+) -> tuple[str, str]:
+    """communicate(), but reporting git's latest progress line while it runs."""
+    chunks: dict[str, list[str]] = {"stdout": [], "stderr": []}
+
+    def drain(name: str) -> None:
+        pipe = getattr(process, name)
+        for piece in iter(lambda: pipe.read(256), ""):
+            chunks[name].append(piece)
+
+    readers = [threading.Thread(target=drain, args=(n,), daemon=True) for n in chunks]
+    for reader in readers:
+        reader.start()
+    start = time.monotonic()
+    shown_at = 0.0
+    last_shown = ""
+    while True:
+        try:
+            process.wait(timeout=0.25)
+            break
+        except subprocess.TimeoutExpired:
+            now = time.monotonic()
+            if now - start > timeout:
+                raise
+            if now - start >= PROGRESS_AFTER and now - shown_at >= PROGRESS_EVERY:
+                line = _latest_progress("".join(chunks["stderr"][-40:]))
+                if line and line != last_shown:
+                    progress(line)
+                    shown_at, last_shown = now, line
+    for reader in readers:
+        reader.join(timeout=5)
+    return "".join(chunks["stdout"]), _without_progress("".join(chunks["stderr"]))
+
+
+def _latest_progress(text: str) -> str:
+    # git redraws a progress line with '\r'; the last complete one is the current state.
+    lines = [line.strip() for line in text.replace("\r", "\n").split("\n") if line.strip()]
+    return lines[-2] if len(lines) > 1 else (lines[-1] if lines else "")
+
+
+def _without_progress(text: str) -> str:
+    """Keep only the lines a person would read in an error (not the redrawn counters)."""
+    kept = []
+    for line in text.split("\n"):
+        if "\r" in line:
+            line = line.rsplit("\r", 1)[-1]
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def _kill_group(process: subprocess.Popen[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import uuid
@@ -96,7 +97,11 @@ def pytest_configure(config: pytest.Config) -> None:
     session_id = (workerinput or {}).get("repoclones_session") or uuid.uuid4().hex
     settings = Settings.from_config(config, session_id=session_id)
     try:
-        store = settings.make_store(notice=_notice_on_terminal)
+        terminal = _Terminal(config)
+        store = settings.make_store(
+            notice=terminal.warn,
+            progress=terminal if config.get_verbosity() >= 0 else None,
+        )
     except RepoClonesError as exc:
         raise pytest.UsageError(f"repoclones: {exc}") from None
     config.stash[SETTINGS_KEY] = settings
@@ -113,11 +118,25 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         store.close()  # worktrees parked by --repo-reuse
 
 
-def _notice_on_terminal(message: str) -> None:
-    # Lock waits happen inside fixtures, where output is captured; xdist workers inherit the
-    # controller's real stderr, so this reaches the user's terminal from any process.
-    logging.getLogger("pytest_repoclones").warning(message)
-    print(message, file=sys.__stderr__, flush=True)
+class _Terminal:
+    """Lines for the user's terminal from inside fixtures, where output is captured.
+
+    Capture is suspended for the write; xdist workers inherit the controller's stderr, so
+    the line reaches the terminal from any process.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+
+    def __call__(self, message: str) -> None:
+        capman = self._config.pluginmanager.getplugin("capturemanager")
+        context = capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
+        with context:
+            print(message, file=sys.stderr, flush=True)
+
+    def warn(self, message: str) -> None:
+        logging.getLogger("pytest_repoclones").warning(message)
+        self(message)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:

@@ -101,10 +101,15 @@ class Settings:
             clone_filters=tuple(clone_filters),
         )
 
-    def make_store(self, notice: Callable[[str], None] | None = None) -> RepoStore:
+    def make_store(
+        self,
+        notice: Callable[[str], None] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> RepoStore:
         return RepoStore(
             self.cache_dir,
             notice=notice,
+            progress=progress,
             timeout=self.timeout,
             lock_timeout=self.lock_timeout,
             session_id=self.session_id,

@@ -168,6 +168,7 @@ class RepoStore:
         offline: bool = False,
         clone_filter: str | None = None,
         clone_filters: Mapping[str, str] | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.cache_dir = Path(cache_dir).expanduser().absolute()
         self.timeout = _check_seconds("timeout", timeout)
@@ -178,6 +179,8 @@ class RepoStore:
         self.worker = worker or f"p{os.getpid()}"
         self.protocols = tuple(protocols)
         self._notice = notice
+        #: Receives progress lines of clones and fetches that run longer than two seconds.
+        self._progress = progress
         #: Park removed worktrees and move them to the next commit asked for (same repository).
         self.reuse = reuse
         #: Never contact a remote: only what the cache holds.
@@ -249,6 +252,7 @@ class RepoStore:
         auto_branch = branch is None
         branch = check_branch_name(branch if branch is not None else self.new_branch_name())
         network_before = self._network_ops(repo)
+        self._stats(repo)  # time spent cloning counts too
         git_dir = self._ensure(repo)
         if revision.kind == "full":
             # Hot path: let git itself find the commit, fetch only if that fails.
@@ -991,13 +995,23 @@ class RepoStore:
                 hint=_OFFLINE_HINT,
             )
         pre_args, extra_env = self._remote_auth(repo)
-        options = ["--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-maintenance"]
+        options = ["--no-tags", "--no-write-fetch-head", "--no-auto-maintenance"]
+        report = None
+        if self._progress is not None:
+            options.append("--progress")  # git prints it only to a terminal otherwise
+            verb = "cloning" if git_dir.parent.name == "tmp" else "fetching"
+            show = self._progress
+            report = lambda line: show(f"repoclones: {verb} {repo.redacted}: {line}")  # noqa: E731
+        else:
+            options.append("--quiet")
         if clone_filter is not None:
             options.append(f"--filter={clone_filter}")
         # A partial clone must fetch through its promisor remote; others name the URL, so
         # that no URL is ever stored in the cached repository's config.
         source = "origin" if clone_filter is not None or self._is_partial(repo) else repo.fetch_url
-        self._stats(repo).fetches += 1
+        stats = self._stats(repo)
+        if git_dir.parent.name != "tmp":  # a clone's own fetch counts as the clone
+            stats.fetches += 1
         return self._timed(
             repo.key,
             run_git,
@@ -1008,6 +1022,7 @@ class RepoStore:
             pre_args=pre_args,
             extra_env=extra_env,
             url=repo.redacted,
+            progress=report,
         )
 
     def _touch(self, git_dir: Path) -> None:

@@ -52,6 +52,12 @@ def _human(size: float) -> str:
     return f"{size:.1f} GiB"
 
 
+def _count(number: int, noun: str) -> str:
+    if number == 1:
+        return f"1 {noun}"
+    return f"{number} {noun}es" if noun.endswith("h") else f"{number} {noun}s"
+
+
 def write(terminalreporter: Any, config: pytest.Config, store: RepoStore) -> None:
     """One line by default, a table per repository with -v; nothing if no test used one."""
     rows = collect(store)
@@ -76,8 +82,8 @@ def write(terminalreporter: Any, config: pytest.Config, store: RepoStore) -> Non
             )
     write_line(
         f"{total['worktrees']} worktrees from {len(repos)} "
-        f"repositor{'y' if len(repos) == 1 else 'ies'}: {total['clones']} clones, "
-        f"{total['fetches']} fetches, {total['cache_hits']} cache hits, "
+        f"repositor{'y' if len(repos) == 1 else 'ies'}: {_count(total['clones'], 'clone')}, "
+        f"{_count(total['fetches'], 'fetch')}, {_count(total['cache_hits'], 'cache hit')}, "
         f"{total['git_seconds']:.1f} s in git; cache {_human(sum(sizes.values()))} "
         f"in {store.cache_dir}"
     )

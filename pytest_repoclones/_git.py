@@ -295,6 +295,9 @@ def _communicate_with_progress(
                     shown_at, last_shown = now, line
     for reader in readers:
         reader.join(timeout=5)
+    for pipe in (process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()
     return "".join(chunks["stdout"]), _without_progress("".join(chunks["stderr"]))
 
 

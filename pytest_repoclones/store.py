@@ -291,6 +291,12 @@ class RepoStore:
     ) -> Worktree:
         git_dir = self._git_dir(repo)
         with self._lock(repo).hold(f"worktree add {target}"):
+            if not (git_dir / MARKER).is_file():
+                # Removed meanwhile by `pytest-repoclones gc/clear`: clone it again (the
+                # lock is reentrant).
+                with self._mutex:
+                    self._prepared.discard(repo.key)
+                git_dir = self._ensure(repo)
             result = self._worktree_add(git_dir, target, branch, start)
             if not result.ok and auto_branch and "already exists" in result.stderr:
                 branch = self.new_branch_name()

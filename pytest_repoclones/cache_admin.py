@@ -1,0 +1,621 @@
+"""What the ``pytest-repoclones`` command does to the cache, apart from parsing and printing.
+
+Every removal follows the store's own rules, so that it is safe while test sessions run:
+
+* under the entry's lock, taken with a short timeout: a busy entry is skipped, not waited for;
+* never while a worktree of a live process (or a kept or hand-made worktree) is registered in
+  it: that process would lose its checkout's repository under its feet;
+* by renaming into ``tmp/trash.*`` first, so readers see a complete entry or none, and what a
+  killed gc leaves behind is deleted by the next session.
+
+Last use is the mtime of the entry's marker, which the store touches on every use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._git import git_environment, run_git
+from .errors import InvalidInputError, LockTimeoutError, RepoClonesError
+from .health import find_problem
+from .settings import CACHE_DIR_ENV, default_cache_dir
+from .store import MARKER, PIN_PREFIX, RepoStore, _pid_alive, _read, _reason_fields, _rmtree
+from .urls import parse_url, redact
+
+__all__ = [
+    "CacheAdmin",
+    "Entry",
+    "GcReport",
+    "Removal",
+    "VerifyResult",
+    "format_size",
+    "parse_duration",
+    "parse_size",
+    "resolve_cache_dir",
+]
+
+#: How long gc and clear wait for an entry's lock: a held lock means a session is using it.
+PROBE_LOCK_TIMEOUT = 0.1
+#: How long verify waits for an entry's lock (sessions hold it for seconds at most, but a
+#: clone or fetch of a large repository holds it for as long as the transfer takes).
+VERIFY_LOCK_TIMEOUT = 30.0
+#: fsck of a large repository takes minutes.
+FSCK_TIMEOUT = 3600.0
+
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhdw])\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``5G``, ``1.5G``, ``500M``, ``10K``, ``1024``: bytes, in binary units (K = 1024)."""
+    match = _SIZE_RE.match(text)
+    if match is None:
+        raise ValueError(f"invalid size {text!r}: use e.g. 5G, 1.5G, 500M, 10K or bytes")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def parse_duration(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``2w``, ``45s``: seconds. A unit is required."""
+    match = _DURATION_RE.match(text)
+    if match is None:
+        raise ValueError(
+            f"invalid duration {text!r}: use a number and a unit, e.g. 30d, 12h, 90m, 2w"
+        )
+    return float(match.group(1)) * _SECONDS[match.group(2).lower()]
+
+
+def format_size(size: int) -> str:
+    """``512 B``, ``1.5 KiB``, ``12.3 MiB``: what ``du -h`` users expect, in binary units."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def format_span(seconds: float) -> str:
+    """``3 days``, ``5 hours``, ``1 minute``, ``12 seconds`` (rounded down)."""
+    count, unit = int(max(seconds, 0.0)), "second"
+    for name, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= length:
+            count, unit = int(seconds // length), name
+            break
+    return f"{count} {unit}{'' if count == 1 else 's'}"
+
+
+def format_age(seconds: float) -> str:
+    """``3 days ago``, ``5 hours ago``, ``just now``: how long ago an entry was last used."""
+    return "just now" if seconds < 60 else f"{format_span(seconds)} ago"
+
+
+def resolve_cache_dir(option: str | os.PathLike[str] | None) -> tuple[Path, str]:
+    """The cache directory and where it came from: option, environment, or default.
+
+    The pytest ini file is not read: the command may run anywhere, outside any project.
+    """
+    if option:
+        return Path(option).expanduser().absolute(), "--cache-dir"
+    env = os.environ.get(CACHE_DIR_ENV)
+    if env:
+        return Path(env).expanduser().absolute(), f"env {CACHE_DIR_ENV}"
+    return default_cache_dir(), "default user cache directory"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One cached repository, as found on disk."""
+
+    key: str
+    git_dir: Path
+    #: Redacted (again: a marker is a file anyone may have edited).
+    url: str | None
+    canonical: str | None
+    clone_filter: str | None
+    created: float | None
+    #: Unix time of the last use (the marker's mtime; the directory's if there is no marker).
+    last_used: float
+    size: int
+    #: Commits fetched by object name (None if the refs could not be read).
+    pins: int | None
+    #: Registered worktrees, live or not.
+    worktrees: int
+    #: Has a readable completion marker; otherwise the next session discards and re-clones it.
+    complete: bool
+
+    @property
+    def shown_url(self) -> str:
+        return self.url or f"(incomplete entry {self.git_dir.name})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "canonical": self.canonical,
+            "path": str(self.git_dir),
+            "size": self.size,
+            "last_used": self.last_used,
+            "last_used_iso": _iso(self.last_used),
+            "created": self.created,
+            "pinned": self.pins,
+            "worktrees": self.worktrees,
+            "filter": self.clone_filter,
+            "complete": self.complete,
+        }
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What happened to one entry gc or clear chose: removed (or would be), or why not."""
+
+    entry: Entry
+    why: str
+    skipped: str | None = None
+
+    @property
+    def removed(self) -> bool:
+        return self.skipped is None
+
+
+@dataclass
+class GcReport:
+    removals: list[Removal] = field(default_factory=list)
+    #: tmp/ leftovers of killed processes: path and size.
+    leftovers: list[tuple[Path, int]] = field(default_factory=list)
+    #: Size of the entries left afterwards (as it will be, in a dry run).
+    remaining_size: int = 0
+    remaining_count: int = 0
+
+    @property
+    def freed(self) -> int:
+        removed = sum(r.entry.size for r in self.removals if r.removed)
+        return removed + sum(size for _, size in self.leftovers)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """``ok``, ``repaired``, ``removed`` (incomplete), ``damaged`` (left as is) or ``busy``."""
+
+    entry: Entry
+    status: str
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "damaged"
+
+
+def _quiet(_message: str) -> None:
+    """Lock-wait notices are noise for a short probe: a busy entry is reported instead."""
+
+
+class CacheAdmin:
+    """Listing, pruning, verifying and warming one cache directory."""
+
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike[str],
+        *,
+        notice: Callable[[str], None] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cache_dir = Path(cache_dir).expanduser().absolute()
+        self._notice = notice
+        self._progress = progress
+        # Only for its locks (short timeout), its liveness rule and its _discard.
+        self._probe = RepoStore(self.cache_dir, lock_timeout=PROBE_LOCK_TIMEOUT, notice=_quiet)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def entries(self) -> list[Entry]:
+        """Every entry under ``repos/``, most recently used first."""
+        repos = self.cache_dir / "repos"
+        if not repos.is_dir():
+            return []
+        found = [self._read_entry(path) for path in repos.glob("*.git") if path.is_dir()]
+        return sorted(found, key=lambda entry: entry.last_used, reverse=True)
+
+    def entry(self, url: str) -> Entry | None:
+        """The entry of ``url`` (any spelling of it that shares the cache key), if cached."""
+        git_dir = self._probe.git_dir(url)
+        return self._read_entry(git_dir) if git_dir.is_dir() else None
+
+    def _read_entry(self, git_dir: Path) -> Entry:
+        marker = git_dir / MARKER
+        metadata: dict[str, Any] | None
+        try:
+            loaded = json.loads(marker.read_text())
+            metadata = loaded if isinstance(loaded, dict) else None
+            last_used = marker.stat().st_mtime
+        except (OSError, ValueError):
+            metadata = None
+            last_used = _mtime(git_dir)
+        data = metadata or {}
+        url = data.get("url")
+        canonical = data.get("canonical")
+        created = data.get("created")
+        clone_filter = data.get("filter")
+        pins = pinned_commits(git_dir)
+        return Entry(
+            key=git_dir.name[: -len(".git")],
+            git_dir=git_dir,
+            url=redact(url) if isinstance(url, str) else None,
+            canonical=redact(canonical) if isinstance(canonical, str) else None,
+            clone_filter=clone_filter if isinstance(clone_filter, str) else None,
+            created=float(created) if isinstance(created, (int, float)) else None,
+            last_used=last_used,
+            size=tree_size(git_dir),
+            pins=None if pins is None else len(pins),
+            worktrees=len(_admin_dirs(git_dir)),
+            complete=metadata is not None and isinstance(url, str),
+        )
+
+    def users(self, git_dir: Path) -> list[str]:
+        """Who uses the entry: registered worktrees of live processes, kept or hand-made ones.
+
+        The store's own rule (see RepoStore._prune_dead_worktrees); exact only under the lock.
+        """
+        users = []
+        for admin in _admin_dirs(git_dir):
+            reason = _read(admin / "locked")
+            gitdir_file = _read(admin / "gitdir")
+            tree = Path(gitdir_file).parent if gitdir_file else admin
+            fields = _reason_fields(reason or "")
+            if reason is None or fields.get("kept"):
+                if gitdir_file is not None and Path(gitdir_file).exists():
+                    users.append(f"{'kept ' if fields.get('kept') else ''}worktree {tree}")
+            elif not self._probe._owner_is_dead(reason):
+                if fields:
+                    users.append(
+                        f"worktree {tree} of pid {fields.get('pid')} on {fields.get('host')}"
+                    )
+                else:
+                    users.append(f"worktree {tree} (locked: {reason})")
+        return users
+
+    # -- removing --------------------------------------------------------------------------
+
+    def remove(
+        self, entry: Entry, why: str, *, dry_run: bool = False, unused_since: bool = False
+    ) -> Removal:
+        """Remove ``entry`` unless it is in use. ``unused_since``: also unless used meanwhile."""
+        lock = self._probe._lock_by_key(entry.key, entry.shown_url)
+        try:
+            with lock.hold(f"pytest-repoclones: remove {entry.git_dir}"):
+                if not entry.git_dir.exists():
+                    return Removal(entry, why, skipped="already gone")
+                if unused_since and _mtime(entry.git_dir / MARKER) > entry.last_used + 1:
+                    return Removal(entry, why, skipped="used meanwhile")
+                users = self.users(entry.git_dir)
+                if users:
+                    return Removal(entry, why, skipped=f"in use by {_first(users)}")
+                if not dry_run:
+                    self._discard_entry_locked(entry.git_dir)
+                return Removal(entry, why)
+        except LockTimeoutError:
+            return Removal(entry, why, skipped=f"in use: lock held by {lock.describe_owner()}")
+
+    def _discard_entry_locked(self, git_dir: Path) -> None:
+        """Delete the entry and the leftover checkouts of its dead users (none is live)."""
+        self._delete_checkouts_locked(git_dir)
+        self._probe._discard(git_dir)
+
+    def _delete_checkouts_locked(self, git_dir: Path) -> None:
+        """Checkouts registered in ``git_dir`` that still point back into it, which the caller
+        found to belong to dead processes: useless once the entry is gone or rebuilt."""
+        for admin in _admin_dirs(git_dir):
+            gitdir_file = _read(admin / "gitdir")
+            if not gitdir_file:
+                continue
+            tree = Path(gitdir_file).parent
+            pointer = _read(tree / ".git") or ""
+            # Never some other directory: only a checkout whose .git names this very entry.
+            if pointer.startswith("gitdir: ") and os.path.realpath(
+                pointer[len("gitdir: ") :]
+            ) == os.path.realpath(admin):
+                _rmtree(tree)
+
+    def clear(self, entries: Sequence[Entry], *, dry_run: bool = False) -> list[Removal]:
+        return [self.remove(entry, "cleared", dry_run=dry_run) for entry in entries]
+
+    def clean_leftovers(self, *, dry_run: bool = False) -> list[tuple[Path, int]]:
+        """Clones and trash that killed processes left in ``tmp/``; each checked as the store does.
+
+        ``tmp/trash.<pid>.*``: being deleted, stale once that process is dead.
+        ``tmp/<key>.<pid>.<rand>``: a clone being built under ``<key>``'s lock; stale if we can
+        take that lock (a live builder holds it from start to publication).
+        """
+        tmp = self.cache_dir / "tmp"
+        removed: list[tuple[Path, int]] = []
+        # Trash first: taking a lock lets the store delete dead trash itself, unreported.
+        paths = sorted(tmp.iterdir()) if tmp.is_dir() else []
+        for path in sorted(paths, key=lambda path: not path.name.startswith("trash.")):
+            parts = path.name.split(".")
+            if parts[0] == "trash" and len(parts) == 3:
+                if parts[1].isdigit() and not _pid_alive(int(parts[1])):
+                    removed.append((path, tree_size(path)))
+                    if not dry_run:
+                        _rmtree(path)
+                continue
+            key, _, _ = path.name.rpartition(".")
+            key, _, pid = key.rpartition(".")
+            if not key or not pid.isdigit():
+                continue  # not something the store makes: leave it alone
+            lock = self._probe._lock_by_key(key, key)
+            try:
+                with lock.hold(f"pytest-repoclones: remove leftover {path}"):
+                    if path.exists():
+                        removed.append((path, tree_size(path)))
+                        if not dry_run:
+                            _rmtree(path)
+            except LockTimeoutError:
+                continue  # a clone in progress
+        return removed
+
+    def gc(
+        self,
+        *,
+        older_than: float | None = None,
+        max_size: int | None = None,
+        dry_run: bool = False,
+        now: float | None = None,
+    ) -> GcReport:
+        """Remove entries unused for ``older_than`` seconds, then the least recently used ones
+        until the entries total at most ``max_size`` bytes; and ``tmp/`` leftovers."""
+        now = time.time() if now is None else now
+        report = GcReport(leftovers=self.clean_leftovers(dry_run=dry_run))
+        kept: list[Entry] = []
+        tried: set[str] = set()
+        for entry in sorted(self.entries(), key=lambda e: e.last_used):
+            age = now - entry.last_used
+            why = None
+            if not entry.complete:
+                why = "incomplete (no marker)"
+            elif older_than is not None and age > older_than:
+                why = f"unused for {format_span(age)}"
+            if why is not None:
+                removal = self.remove(entry, why, dry_run=dry_run, unused_since=True)
+                report.removals.append(removal)
+                tried.add(entry.key)
+                if removal.removed:
+                    continue
+            kept.append(entry)
+        total = sum(entry.size for entry in kept)
+        if max_size is not None:
+            for entry in list(kept):  # least recently used first
+                if total <= max_size:
+                    break
+                if entry.key in tried:
+                    continue
+                why = f"cache above {format_size(max_size)}"
+                removal = self.remove(entry, why, dry_run=dry_run, unused_since=True)
+                report.removals.append(removal)
+                if removal.removed:
+                    kept.remove(entry)
+                    total -= entry.size
+        report.remaining_size = total
+        report.remaining_count = len(kept)
+        return report
+
+    # -- verifying -------------------------------------------------------------------------
+
+    def verify(self, entry: Entry, *, full: bool = False, url: str | None = None) -> VerifyResult:
+        """Check ``entry``; rebuild it from its remote if damaged, or say what to delete.
+
+        ``url``: the URL to rebuild from (with credentials), else the one the marker recorded.
+        """
+        store = RepoStore(
+            self.cache_dir,
+            lock_timeout=VERIFY_LOCK_TIMEOUT,
+            notice=self._notice,
+            progress=self._progress,
+            clone_filter=entry.clone_filter,
+        )
+        lock = store._lock_by_key(entry.key, entry.shown_url)
+        problem = None
+        if full and entry.complete:
+            # fsck can take minutes: run it without the lock, confirm a problem under it.
+            problem = _fsck_problem(entry.git_dir)
+        try:
+            with lock.hold(f"pytest-repoclones: verify {entry.git_dir}"):
+                if not entry.git_dir.exists():
+                    return VerifyResult(entry, "ok", "removed meanwhile")
+                problem = self._problem_locked(store, entry, full=full and problem is not None)
+                if problem is None:
+                    return VerifyResult(entry, "ok")
+                return self._repair_locked(store, entry, problem, url)
+        except LockTimeoutError:
+            return VerifyResult(entry, "busy", f"lock held by {lock.describe_owner()}")
+
+    def _problem_locked(self, store: RepoStore, entry: Entry, *, full: bool) -> str | None:
+        git_dir = entry.git_dir
+        if not (git_dir / MARKER).is_file():
+            return "incomplete: no completion marker"
+        if not entry.complete:
+            return f"unreadable marker {MARKER}"
+        problem = find_problem(git_dir, lambda: store._tips_without_trees(git_dir))
+        if problem is None and full:
+            problem = _fsck_problem(git_dir)
+        return problem
+
+    def _repair_locked(
+        self, store: RepoStore, entry: Entry, problem: str, url: str | None
+    ) -> VerifyResult:
+        git_dir = entry.git_dir
+        users = self.users(git_dir)
+        if users:
+            return VerifyResult(
+                entry,
+                "damaged",
+                f"{problem}; in use by {_first(users)}: stop it, then delete {git_dir}",
+            )
+        source = _rebuild_url(entry, url, store)
+        if source is None:
+            if not entry.complete and url is None:
+                # Nothing to rebuild from, and the next session would discard it anyway.
+                self._discard_entry_locked(git_dir)
+                return VerifyResult(entry, "removed", f"{problem}; next use clones it again")
+            return VerifyResult(
+                entry, "damaged", f"{problem}; no URL to rebuild it from: delete {git_dir}"
+            )
+        pins = pinned_commits(git_dir) or []
+        # Move the damaged entry aside; put it back if the remote cannot give us a new one.
+        aside = self.cache_dir / "tmp" / f"trash.{os.getpid()}.{secrets.token_hex(4)}"
+        self._delete_checkouts_locked(git_dir)
+        os.rename(git_dir, aside)
+        try:
+            store.clone(source)
+        except RepoClonesError as exc:
+            _put_back(aside, git_dir)
+            reason = str(exc).splitlines()[0]
+            return VerifyResult(
+                entry, "damaged", f"{problem}; could not rebuild ({reason}): delete {git_dir}"
+            )
+        except BaseException:  # Ctrl-C, a full disk: leave the cache as we found it
+            _put_back(aside, git_dir)
+            raise
+        _rmtree(aside)
+        lost = []
+        for sha in pins:  # fetched by object name once: tests may ask for them offline
+            try:
+                store.resolve(source, sha)
+            except RepoClonesError:
+                lost.append(sha)
+        detail = f"was: {problem}"
+        if pins:
+            detail += f"; fetched {len(pins) - len(lost)} of {len(pins)} pinned commits again"
+        return VerifyResult(entry, "repaired", detail)
+
+    # -- warming ---------------------------------------------------------------------------
+
+    def prefetch(
+        self, url: str, commits: Sequence[str], *, clone_filter: str | None = None
+    ) -> tuple[Path, list[tuple[str, str]]]:
+        """Clone ``url`` if needed and fetch ``commits`` (default: the default branch)."""
+        store = RepoStore(
+            self.cache_dir,
+            notice=self._notice,
+            progress=self._progress,
+            clone_filter=clone_filter,
+        )
+        git_dir = store.clone(url)
+        names: list[str | None] = list(commits) or [None]
+        resolved = [(name or "(default branch)", store.resolve(url, name)) for name in names]
+        return git_dir, resolved
+
+
+def _rebuild_url(entry: Entry, url: str | None, store: RepoStore) -> str | None:
+    """A URL that maps to this entry's key: the one given, the marker's, or its canonical form.
+
+    The marker's URL is the original spelling (``git@host:org/repo`` keeps its user) unless it
+    carried credentials; the canonical form drops those, and credential helpers may supply them.
+    """
+    candidates = [url] if url else []
+    if entry.url and "***" not in entry.url:
+        candidates.append(entry.url)
+    if entry.canonical:
+        candidates.append(entry.canonical)
+    for candidate in candidates:
+        try:
+            if parse_url(candidate, store.protocols).key == entry.key:
+                return candidate
+        except InvalidInputError:
+            continue
+    return None
+
+
+def _put_back(aside: Path, git_dir: Path) -> None:
+    """Return a damaged entry to its place (under its lock) when no new one replaced it."""
+    if not git_dir.exists():
+        os.rename(aside, git_dir)
+
+
+def _fsck_problem(git_dir: Path) -> str | None:
+    result = run_git(
+        ["fsck", "--connectivity-only", "--no-dangling", "--no-progress"],
+        env=git_environment(),
+        git_dir=git_dir,
+        timeout=FSCK_TIMEOUT,
+    )
+    if result.ok:
+        return None
+    lines = [line.strip() for line in (result.stdout + result.stderr).splitlines()]
+    first = next((line for line in lines if line), f"exit status {result.returncode}")
+    return f"git fsck: {first}"
+
+
+def pinned_commits(git_dir: Path) -> list[str] | None:
+    """Commits pinned under ``refs/repoclones/pins/``, read from the ref files themselves: no
+    git process, and still readable when objects are damaged (to fetch them again)."""
+    pins: set[str] = set()
+    packed = git_dir / "packed-refs"
+    try:
+        if packed.exists():
+            for line in packed.read_text().splitlines():
+                _, _, ref = line.partition(" ")
+                if ref.startswith(PIN_PREFIX):
+                    pins.add(ref[len(PIN_PREFIX) :])
+        loose = git_dir / PIN_PREFIX
+        if loose.is_dir():
+            pins.update(path.name for path in loose.iterdir() if not path.name.endswith(".lock"))
+    except (OSError, UnicodeDecodeError):
+        return None
+    return sorted(pins)
+
+
+def _admin_dirs(git_dir: Path) -> list[Path]:
+    root = git_dir / "worktrees"
+    try:
+        return sorted(path for path in root.iterdir() if path.is_dir())
+    except OSError:
+        return []
+
+
+def tree_size(path: Path) -> int:
+    """Sum of the sizes of the files below ``path`` (not following symlinks)."""
+    try:
+        if not path.is_dir() or path.is_symlink():
+            return os.lstat(path).st_size
+    except OSError:
+        return 0
+    total = 0
+    stack = [str(path)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as items:
+                for item in items:
+                    try:
+                        if item.is_dir(follow_symlinks=False):
+                            stack.append(item.path)
+                        else:
+                            total += item.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue  # deleted while we looked
+        except OSError:
+            continue
+    return total
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(timestamp))
+
+
+def _first(users: list[str]) -> str:
+    more = len(users) - 1
+    return users[0] + (f" (and {more} more)" if more else "")

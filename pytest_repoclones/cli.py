@@ -1,0 +1,390 @@
+"""The ``pytest-repoclones`` command (also ``python -m pytest_repoclones``): manage the cache.
+
+Parsing and printing only; what each command does to the cache is in cache_admin.py. Results go
+to stdout, problems to stderr; the exit status is 0 on success, 1 when the operation failed and
+2 for a usage error, as argparse and most Unix tools do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+
+from .cache_admin import (
+    CacheAdmin,
+    Entry,
+    Removal,
+    format_age,
+    format_size,
+    parse_duration,
+    parse_size,
+    resolve_cache_dir,
+)
+from .errors import RepoClonesError
+from .settings import CACHE_DIR_ENV
+from .urls import redact
+
+__all__ = ["main"]
+
+PROG = "pytest-repoclones"
+
+_DESCRIPTION = f"""\
+Manage the shared clone cache of pytest-repoclones: see what it holds, warm it for CI images,
+prune it, check it, empty it. Safe while test sessions run: an entry a session is using is
+never removed.
+
+The cache directory is --cache-dir, else ${CACHE_DIR_ENV}, else the user cache directory
+(~/.cache/pytest-repoclones, or $XDG_CACHE_HOME/pytest-repoclones). The pytest ini option
+repo_cache_dir is NOT read here: if a project sets it, pass the same path as --cache-dir."""
+
+_EPILOG = """\
+exit status: 0 success; 1 the operation failed (prefetch could not fetch, verify left a
+damaged entry, clear found an entry in use or not cached); 2 usage error.
+
+Run '%(prog)s COMMAND --help' for the options of a command."""
+
+_SIZE_HELP = "sizes: bytes, or with a binary unit: 10K, 500M, 1.5G, 5G (K = 1024)"
+_DURATION_HELP = "durations: a number and a unit: 90m, 12h, 30d, 2w (also s)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; return its exit status (the console script exits with it)."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+        check: Callable[[argparse.Namespace], None] | None = getattr(args, "check", None)
+        if check is not None:
+            check(args)  # cross-option rules, failing as usage errors too
+    except SystemExit as exc:  # --help, --version, usage errors: argparse already printed
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    cache_dir, source = resolve_cache_dir(args.cache_dir)
+    # Progress of long clones and fetches, for a person watching (not for CI logs).
+    progress = _warn if sys.stderr.isatty() else None
+    admin = CacheAdmin(cache_dir, notice=_warn, progress=progress)
+    command: Callable[[argparse.Namespace, CacheAdmin, str], int] = args.run
+    try:
+        return command(args, admin, source)
+    except BrokenPipeError:
+        # Output piped into `head`: stop quietly, and keep Python from complaining at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except (RepoClonesError, OSError) as exc:
+        _warn(f"{PROG}: error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        _warn(f"{PROG}: interrupted")
+        return 130
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def _cmd_list(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int:
+    entries = admin.entries()
+    total = sum(entry.size for entry in entries)
+    if args.json:
+        document = {
+            "cache_dir": str(admin.cache_dir),
+            "cache_dir_source": source,
+            "repositories": [entry.as_dict() for entry in entries],
+            "total_size": total,
+        }
+        print(json.dumps(document, indent=2))
+        return 0
+    print(f"cache: {admin.cache_dir} (from {source})")
+    if not entries:
+        print("no cached repositories")
+        return 0
+    now = time.time()
+    rows = [("URL", "SIZE", "LAST USED", "PINNED", "NOTES")]
+    for entry in entries:
+        rows.append(
+            (
+                entry.shown_url,
+                format_size(entry.size),
+                f"{_date(entry.last_used)} ({format_age(now - entry.last_used)})",
+                "?" if entry.pins is None else str(entry.pins),
+                _notes(entry),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    for url, size, used, pins, notes in rows:
+        line = f"{url:<{widths[0]}}  {size:>{widths[1]}}  {used:<{widths[2]}}  {pins:>{widths[3]}}"
+        print(f"{line}  {notes}".rstrip())
+    count = len(entries)
+    print(f"total: {count} repositor{'y' if count == 1 else 'ies'}, {format_size(total)}")
+    return 0
+
+
+def _cmd_prefetch(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int:
+    git_dir, resolved = admin.prefetch(args.url, args.commits, clone_filter=args.filter)
+    print(f"cached {_shown(args.url)} in {git_dir}")
+    for name, sha in resolved:  # like git ls-remote: object name, then what named it
+        print(f"  {sha}" if name == sha else f"  {sha}  {name}")
+    return 0
+
+
+def _cmd_gc(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int:
+    report = admin.gc(older_than=args.older_than, max_size=args.max_size, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for path, size in report.leftovers:
+        print(f"{verb} leftover {path} ({format_size(size)})")
+    for removal in report.removals:
+        _print_removal(removal, verb)
+    skipped = sum(1 for removal in report.removals if not removal.removed)
+    count = report.remaining_count
+    print(
+        f"{'would free' if args.dry_run else 'freed'} {format_size(report.freed)}; "
+        f"{count} repositor{'y' if count == 1 else 'ies'} left, "
+        f"{format_size(report.remaining_size)}"
+        + (f" ({skipped} in use, skipped)" if skipped else "")
+    )
+    if args.max_size is not None and report.remaining_size > args.max_size:
+        _warn(
+            f"{PROG}: note: still above {format_size(args.max_size)}: "
+            "what is left is in use or was used meanwhile"
+        )
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int:
+    targets: list[tuple[Entry, str | None]] = []
+    status = 0
+    for url in args.urls:
+        entry = admin.entry(url)
+        if entry is None:
+            _warn(f"{PROG}: error: not in the cache {admin.cache_dir}: {_shown(url)}")
+            status = 1
+        else:
+            targets.append((entry, url))
+    if not args.urls:
+        targets = [(entry, None) for entry in admin.entries()]
+        if not targets:
+            print(f"no cached repositories in {admin.cache_dir}")
+    for entry, url in targets:
+        result = admin.verify(entry, full=args.full, url=url)
+        label = "DAMAGED" if result.failed else result.status
+        detail = f": {result.detail}" if result.detail else ""
+        print(f"{label:<9} {entry.shown_url}{detail}")
+        if result.failed:
+            status = 1
+    return status
+
+
+def _cmd_clear(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int:
+    verb = "would remove" if args.dry_run else "removed"
+    status = 0
+    if args.all:
+        entries = admin.entries()
+        for path, size in admin.clean_leftovers(dry_run=args.dry_run):
+            print(f"{verb} leftover {path} ({format_size(size)})")
+    else:
+        entries = []
+        for url in args.urls:
+            entry = admin.entry(url)
+            if entry is None:
+                _warn(f"{PROG}: error: not in the cache {admin.cache_dir}: {_shown(url)}")
+                status = 1
+            else:
+                entries.append(entry)
+    removals = admin.clear(entries, dry_run=args.dry_run)
+    for removal in removals:
+        _print_removal(removal, verb)
+        if not removal.removed and not args.all:
+            status = 1  # a named entry could not be removed
+    freed = sum(removal.entry.size for removal in removals if removal.removed)
+    print(f"{'would free' if args.dry_run else 'freed'} {format_size(freed)}")
+    return status
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def _print_removal(removal: Removal, verb: str) -> None:
+    entry = removal.entry
+    if removal.removed:
+        print(f"{verb} {entry.shown_url} ({format_size(entry.size)}): {removal.why}")
+    else:
+        print(f"skipped {entry.shown_url}: {removal.skipped}")
+
+
+def _notes(entry: Entry) -> str:
+    notes = []
+    if not entry.complete:
+        notes.append("incomplete (next use re-clones it)")
+    if entry.clone_filter:
+        notes.append(f"filter {entry.clone_filter}")
+    if entry.worktrees:
+        notes.append(f"{entry.worktrees} worktree{'s' if entry.worktrees != 1 else ''}")
+    return ", ".join(notes)
+
+
+def _date(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def _shown(url: str) -> str:
+    return redact(url)
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+
+def _argument_type(parse: Callable[[str], object], name: str) -> Callable[[str], object]:
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = name  # argparse names the type in some messages
+    return convert
+
+
+def _version() -> str:
+    try:
+        return metadata.version("pytest-repoclones")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--cache-dir",
+        metavar="PATH",
+        default=None,
+        help=f"the cache directory (default: ${CACHE_DIR_ENV}, else the user cache directory)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    # Also accepted after the command ('list --cache-dir X'); SUPPRESS keeps the global one.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--cache-dir",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help=f"the cache directory (default: ${CACHE_DIR_ENV}, else the user cache directory)",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=description,
+            epilog=_EPILOG.split("\n\n")[0],
+            parents=[common],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        return sub
+
+    sub = command(
+        "list",
+        "show each cached repository: URL, size, last use, pinned commits",
+        "Show each cached repository: its URL (password redacted), size on disk, when a test\n"
+        "session last used it, how many commits are pinned (fetched by object name), and\n"
+        "notes (partial-clone filter, registered worktrees); then the total.",
+    )
+    sub.add_argument("--json", action="store_true", help="machine-readable output (sizes in bytes)")
+    sub.set_defaults(run=_cmd_list)
+
+    sub = command(
+        "prefetch",
+        "clone a repository and fetch commits into the cache (warm it for CI)",
+        "Clone URL into the cache if it is not there, and fetch each COMMIT (a full or\n"
+        "abbreviated object name, a branch, a tag or a ref; default: the default branch),\n"
+        "so that later sessions, even with --repo-offline, find them. Contacts the remote.",
+    )
+    sub.add_argument("url", metavar="URL", help="repository URL or local path")
+    sub.add_argument("commits", metavar="COMMIT", nargs="*", help="commits to fetch")
+    sub.add_argument(
+        "--filter",
+        metavar="SPEC",
+        default=None,
+        help="partial-clone filter for a new clone: blob:none, blob:limit=<n>[kmg], tree:<n>",
+    )
+    sub.set_defaults(run=_cmd_prefetch)
+
+    sub = command(
+        "gc",
+        "remove repositories unused for a while, then the least recently used over a size",
+        "Remove the repositories not used for --older-than, then, while the cache is above\n"
+        "--max-size, the least recently used ones. Also removes what killed processes left\n"
+        "(unfinished clones in tmp/, incomplete entries); with neither option, only that.\n"
+        "A repository in use by a running session (its lock is held, or a live process has\n"
+        "a worktree of it) is skipped and reported, never waited for.\n\n"
+        f"{_DURATION_HELP}\n{_SIZE_HELP}",
+    )
+    sub.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        type=_argument_type(parse_duration, "duration"),
+        default=None,
+        help="remove repositories whose last use is older than this (e.g. 30d)",
+    )
+    sub.add_argument(
+        "--max-size",
+        metavar="SIZE",
+        type=_argument_type(parse_size, "size"),
+        default=None,
+        help="then remove the least recently used until the total is at most this (e.g. 5G)",
+    )
+    sub.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    sub.set_defaults(run=_cmd_gc)
+
+    sub = command(
+        "verify",
+        "check integrity; rebuild damaged repositories from their remote",
+        "Check each cached repository (or those of the URLs given): required files, pack\n"
+        "checksums, every ref's tree; with --full also 'git fsck --connectivity-only'.\n"
+        "A damaged one is rebuilt from its remote; if that fails (remote unreachable) or a\n"
+        "live process uses it, it is left alone and its path is printed for you to delete.\n"
+        "An incomplete entry (no completion marker) is removed: its next use clones it again.\n"
+        "Exits 1 if anything is left damaged.",
+    )
+    sub.add_argument(
+        "urls",
+        metavar="URL",
+        nargs="*",
+        help="only these repositories; also the URL to rebuild from (with credentials)",
+    )
+    sub.add_argument(
+        "--full", action="store_true", help="also run git fsck (slow on large repositories)"
+    )
+    sub.set_defaults(run=_cmd_verify)
+
+    sub = command(
+        "clear",
+        "remove the given repositories, or all (--all)",
+        "Remove the cached repositories of the URLs given, or with --all every one not in\n"
+        "use. A repository in use by a running session is not removed: for a URL given,\n"
+        "that makes the exit status 1.",
+    )
+    sub.add_argument("urls", metavar="URL", nargs="*", help="repositories to remove")
+    sub.add_argument("--all", action="store_true", help="remove every repository not in use")
+    sub.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    sub.set_defaults(run=_cmd_clear, check=functools.partial(_check_clear, sub))
+    return parser
+
+
+def _check_clear(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.all and args.urls:
+        parser.error("give URLs or --all, not both")
+    if not args.all and not args.urls:
+        parser.error("give the URLs to remove, or --all to remove everything not in use")

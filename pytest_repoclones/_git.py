@@ -209,13 +209,16 @@ def run_git(
     commit: str | None = None,
     stdin: str | None = None,
     progress: Callable[[str], None] | None = None,
+    die_with_parent: bool = False,
 ) -> GitResult:
     """Run git; return its result, or raise GitTimeoutError after killing its process group.
 
     git is started in a new session so that a timeout or Ctrl-C also kills its children
     (index-pack, ssh, remote helpers), which otherwise keep writing after git itself dies.
     With ``progress``, git's progress lines are passed to it once the command has run for
-    PROGRESS_AFTER seconds, at most once per PROGRESS_EVERY.
+    PROGRESS_AFTER seconds, at most once per PROGRESS_EVERY. ``die_with_parent`` is for
+    long-running commands (transfers, checkouts): it costs a fork instead of a vfork (2-8 ms a
+    process, measured in bench/), too much for the millisecond metadata commands.
     """
     argv = [_git_executable(), *_CONFIG_ARGS, *pre_args]
     if git_dir is not None:
@@ -235,7 +238,7 @@ def run_git(
         cwd=str(cwd if cwd is not None else (git_dir if git_dir is not None else "/")),
         env=process_env,
         start_new_session=True,
-        preexec_fn=_PREEXEC,  # see _die_with_parent
+        preexec_fn=_PREEXEC if die_with_parent else None,  # see _die_with_parent
         text=True,
         errors="replace",
     )

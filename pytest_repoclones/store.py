@@ -1029,6 +1029,7 @@ class RepoStore:
             extra_env=extra_env,
             url=repo.redacted,
             progress=report,
+            die_with_parent=True,
         )
 
     def _touch(self, git_dir: Path) -> None:
@@ -1180,6 +1181,7 @@ class RepoStore:
             extra_env=extra_env,
             timeout=self.timeout,
             url=repo.redacted,
+            die_with_parent=True,  # a checkout can run for seconds
         )
         if check and not result.ok:
             raise WorktreeError(

@@ -623,7 +623,8 @@ class RepoStore:
                 self._check_health_locked(repo, git_dir)
             if not (git_dir / MARKER).is_file():
                 self._clone_locked(repo, git_dir)
-            if first_use:
+            elif first_use:
+                # A clone we just made has nothing left by dead processes to clear.
                 self._prepare_locked(repo, git_dir)
         with self._mutex:
             self._prepared.add(repo.key)
@@ -660,7 +661,8 @@ class RepoStore:
                         "[extensions]\n\tpartialClone = origin\n"
                     )
             self._fetch_upstream(repo, tmp, problem="Could not clone", clone_filter=clone_filter)
-            if self._lookup(tmp, ["refs/remotes/origin/HEAD^{commit}"])[0] is None:
+            # fetch writes new refs loose: a file check spares a git process on the cold path.
+            if not (tmp / "refs" / "remotes" / "origin" / "HEAD").is_file():
                 self._check_has_commits(repo, tmp)
             metadata = {
                 "url": repo.redacted,

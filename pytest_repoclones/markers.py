@@ -19,11 +19,13 @@ _OPTIONS = ("sparse", "isolate")
 
 
 def _parse(marker: pytest.Mark) -> tuple[Any, Any, dict[str, Any]]:
+    """(url, commit, options), or TypeError if the marker is malformed."""
     args = list(marker.args)
     url = args.pop(0) if args else marker.kwargs.get("url")
     commit = args.pop(0) if args else marker.kwargs.get("commit")
-    if url is None or args:
-        raise pytest.UsageError(
+    unknown = set(marker.kwargs) - {"url", "commit", *_OPTIONS}
+    if url is None or args or unknown:
+        raise TypeError(
             "@pytest.mark.worktree takes (url, commit=None, *, sparse=None, isolate=False); "
             f"got args={marker.args!r} kwargs={marker.kwargs!r}"
         )
@@ -42,7 +44,10 @@ def parametrize_commits(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("worktree")
     if marker is None:
         return
-    _, commit, _ = _parse(marker)
+    try:
+        _, commit, _ = _parse(marker)
+    except TypeError:
+        return  # repo_worktree reports it when that test runs; other tests are unaffected
     if isinstance(commit, (list, tuple)):
         metafunc.parametrize(
             "repo_worktree",
@@ -59,7 +64,10 @@ def declared(request: pytest.FixtureRequest) -> tuple[Any, Any, dict[str, Any]]:
         pytest.fail(
             "repo_worktree needs @pytest.mark.worktree(url, commit) on the test", pytrace=False
         )
-    url, commit, options = _parse(marker)
+    try:
+        url, commit, options = _parse(marker)
+    except TypeError as exc:
+        pytest.fail(str(exc), pytrace=False)
     if hasattr(request, "param"):
         commit = request.param
     return url, commit, options
@@ -71,8 +79,8 @@ def _declared_pairs(items: Iterable[pytest.Item]) -> dict[str, list[Any]]:
         for marker in item.iter_markers("worktree"):
             try:
                 url, commit, _ = _parse(marker)
-            except pytest.UsageError:
-                continue  # reported when the test runs
+            except TypeError:
+                continue  # reported as that test's error
             commits = wanted.setdefault(str(url), [])
             commits.extend(c for c in _commits(commit) if c not in commits)
     return wanted

@@ -87,6 +87,8 @@ GIT_LOCK_PATIENCE = 2.0
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
 _GIT_LOCK_FILE_RE = re.compile(r"Unable to create '([^']+\.lock)': File exists")
 
+# A path that is never a repository: lazy fetches of an offline partial clone fail at once.
+_OFFLINE_PROMISOR = "/nonexistent/repoclones-offline"
 _OFFLINE_HINT = (
     "warm the cache first: `pytest-repoclones prefetch URL [COMMIT...]`, "
     "or one run without --repo-offline"
@@ -262,6 +264,15 @@ class RepoStore:
             start = self._resolve(repo, git_dir, revision)
         worktree = None
         if isolate:
+            if self._is_partial(repo):
+                # Its blobs are fetched lazily from the remote; git's local transport cannot
+                # copy what the cache does not hold.
+                raise InvalidInputError(
+                    "isolate=True needs a full clone; this repository was cloned with a filter",
+                    url=repo.redacted,
+                    commit=revision.text,
+                    hint="drop --repo-clone-filter for it (repo_clone_filters per URL)",
+                )
             if revision.kind == "full":
                 start = self._resolve_object(repo, git_dir, revision)
             worktree = self._isolated_worktree(repo, start, target, branch, sparse_args, str(url))
@@ -496,6 +507,7 @@ class RepoStore:
         git_dir = parked.git_dir
         if target.exists():
             target.rmdir()  # validated empty
+        target.parent.mkdir(parents=True, exist_ok=True)
         with self._lock(repo).hold(f"worktree reuse {target}"):
             # What `git worktree move` does, without a process: rename, then repoint the entry.
             os.rename(parked.path, target)
@@ -510,21 +522,12 @@ class RepoStore:
             git_dir=git_dir,
             admin_dir=parked.admin_dir,
         )
-        checkout = ["checkout", "--quiet", "--force", "--no-recurse-submodules", "-B", branch]
-        result = self._run_in_worktree(repo, moved, [*checkout, start], check=False)
-        if not result.ok and revision.kind == "full":
-            start = self._resolve_object(repo, git_dir, revision)
-            result = self._run_in_worktree(repo, moved, [*checkout, start], check=False)
-        if not result.ok:
-            self._remove_for_real(moved)
-            raise WorktreeError(
-                "Could not move a reused worktree",
-                url=repo.redacted,
-                commit=revision.text,
-                git_error=result.error_line,
-            )
-        # -ff: also nested repositories a test may have made; -x: ignored files too.
-        self._run_in_worktree(repo, moved, ["clean", "--quiet", "-ffdx"])
+        try:
+            self._reset_parked(repo, moved, revision, start, branch)
+        except BaseException:
+            with contextlib.suppress(OSError, RepoClonesError):
+                self._remove_for_real(moved)
+            raise
         with self._lock(repo).hold(f"worktree reuse {target}"):
             self._git(["update-ref", "-d", f"refs/heads/{parked.branch}"], git_dir=git_dir)
         return Worktree(
@@ -535,6 +538,49 @@ class RepoStore:
             git_dir=git_dir,
             admin_dir=parked.admin_dir,
         )
+
+    def _reset_parked(
+        self, repo: RepoURL, moved: Worktree, revision: Revision, start: str, branch: str
+    ) -> None:
+        """Make a parked worktree indistinguishable from a fresh checkout of ``start``."""
+        # First what would leak into the checkout itself: untracked files (a stray
+        # .gitattributes applies to it; -ff also takes nested repositories, -x ignored files)
+        # and index flags a test set (skip-worktree, assume-unchanged hide files from git).
+        self._run_in_worktree(repo, moved, ["clean", "--quiet", "-ffdx"])
+        self._clear_index_flags(repo, moved)
+        # -b, not -B: an existing branch of that name is an error, never silently moved.
+        checkout = ["checkout", "--quiet", "--force", "--no-recurse-submodules", "-b", branch]
+        result = self._run_in_worktree(repo, moved, [*checkout, start], check=False)
+        if not result.ok and revision.kind == "full" and "already exists" not in result.stderr:
+            start = self._resolve_object(repo, moved.git_dir, revision)
+            result = self._run_in_worktree(repo, moved, [*checkout, start], check=False)
+        if not result.ok:
+            raise WorktreeError(
+                "Could not move a reused worktree to the commit",
+                url=repo.redacted,
+                commit=revision.text,
+                git_error=repo.scrub(result.error_line),
+            )
+        # Files the old commit tracked and the new one ignores stay behind as ignored files.
+        self._run_in_worktree(repo, moved, ["clean", "--quiet", "-ffdx"])
+        _normalize_modes(moved.path)
+
+    def _clear_index_flags(self, repo: RepoURL, worktree: Worktree) -> None:
+        listing = self._run_in_worktree(repo, worktree, ["ls-files", "-v", "-z"]).stdout
+        skip, assume = [], []
+        for entry in listing.split("\0"):
+            tag, _, path = entry.partition(" ")
+            if tag == "S":
+                skip.append(path)
+            elif tag.islower():
+                assume.append(path)
+        for flag, paths in (("--no-skip-worktree", skip), ("--no-assume-unchanged", assume)):
+            if paths:
+                # One flag per call: update-index applies only the last one to --stdin paths.
+                _run = self._run_in_worktree
+                _run(
+                    repo, worktree, ["update-index", flag, "-z", "--stdin"], stdin="\0".join(paths)
+                )
 
     def new_branch_name(self, label: str = "wt") -> str:
         """A branch name unique across workers, runs and machines sharing the cache."""
@@ -1169,10 +1215,23 @@ class RepoStore:
         )  # fmt: skip
 
     def _run_in_worktree(
-        self, repo: RepoURL, worktree: Worktree, args: list[str], *, check: bool = True
+        self,
+        repo: RepoURL,
+        worktree: Worktree,
+        args: list[str],
+        *,
+        check: bool = True,
+        stdin: str | None = None,
     ) -> GitResult:
-        # A partial clone fetches missing blobs during checkout: it needs the credentials.
-        pre_args, extra_env = self._remote_auth(repo) if self._is_partial(repo) else ([], {})
+        # A partial clone fetches missing blobs during checkout: it needs the credentials,
+        # or, offline, a promisor that fails at once instead of reaching the network.
+        pre_args: list[str] = []
+        extra_env: dict[str, str] = {}
+        if self._is_partial(repo) and not worktree.isolated:
+            if self.offline:
+                pre_args = ["-c", f"remote.origin.url={_OFFLINE_PROMISOR}"]
+            else:
+                pre_args, extra_env = self._remote_auth(repo)
         result = self._timed(
             repo.key,
             run_git,
@@ -1183,6 +1242,7 @@ class RepoStore:
             extra_env=extra_env,
             timeout=self.timeout,
             url=repo.redacted,
+            stdin=stdin,
             die_with_parent=True,  # a checkout can run for seconds
         )
         if check and not result.ok:
@@ -1264,14 +1324,14 @@ def _check_seconds(name: str, value: object) -> float:
     return seconds
 
 
-_FILTER_RE = re.compile(r"^(?:blob:none|blob:limit=\d+[kmg]?|tree:\d+)$")
+_FILTER_RE = re.compile(r"(?:blob:none|blob:limit=\d+[kmg]?|tree:\d+)")
 
 
 def _check_filter(spec: str | None) -> str | None:
     """A partial-clone filter git understands (validated: it reaches git's argv)."""
     if spec is None or spec in ("", "none"):
         return None
-    if not isinstance(spec, str) or not _FILTER_RE.match(spec):
+    if not isinstance(spec, str) or not _FILTER_RE.fullmatch(spec):
         raise InvalidInputError(
             f"Unsupported clone filter {spec!r}: use blob:none, blob:limit=<n>[kmg] or tree:<n>"
         )
@@ -1305,6 +1365,48 @@ def _config_quote(value: str) -> str:
     """A value for a git config file, quoted so that no character changes its meaning."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
+
+
+def _umask() -> int:
+    # os.umask() can only be read by setting it, which races with other threads.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _normalize_modes(root: Path) -> None:
+    """Give files and directories the permission bits a fresh checkout would have.
+
+    git records only the executable bit; a test's chmod 0444 on an unchanged file, or on a
+    directory, survives checkout and clean, and a fresh worktree would not have it.
+    """
+    umask = _umask()
+    want_dir, want_exec, want_file = 0o777 & ~umask, 0o777 & ~umask, 0o666 & ~umask
+    for top, dirs, files in os.walk(root):
+        if top == str(root) and ".git" in files:
+            files.remove(".git")
+        for name in dirs:
+            _chmod_if(os.path.join(top, name), lambda mode: want_dir)
+        for name in files:
+            path = os.path.join(top, name)
+            _chmod_if(path, lambda mode: want_exec if mode & stat.S_IXUSR else want_file)
+
+
+def _chmod_if(path: str, wanted: Callable[[int], int]) -> None:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        return
+    mode = stat.S_IMODE(info.st_mode)
+    if mode != wanted(mode):
+        os.chmod(path, wanted(mode))
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -72,12 +72,14 @@ def write(terminalreporter: Any, config: pytest.Config, store: RepoStore) -> Non
     write_line = terminalreporter.write_line
     terminalreporter.write_sep("-", "repoclones")
     if config.get_verbosity() > 0:
-        header = f"{'repository':<50} {'worktrees':>9} {'clones':>6} {'fetches':>7} "
-        header += f"{'hits':>5} {'git s':>7} {'size':>10}"
-        write_line(header)
+        width = max(len("repository"), *(len(r["url"]) for r in repos))
+        write_line(
+            f"{'repository':<{width}} {'worktrees':>9} {'clones':>6} {'fetches':>7} "
+            f"{'hits':>5} {'git s':>7} {'size':>10}"
+        )
         for r in repos:
             write_line(
-                f"{r['url'][:50]:<50} {r['worktrees']:>9} {r['clones']:>6} {r['fetches']:>7} "
+                f"{r['url']:<{width}} {r['worktrees']:>9} {r['clones']:>6} {r['fetches']:>7} "
                 f"{r['cache_hits']:>5} {r['git_seconds']:>7.2f} {_human(sizes[r['git_dir']]):>10}"
             )
     write_line(

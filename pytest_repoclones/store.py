@@ -87,8 +87,6 @@ GIT_LOCK_PATIENCE = 2.0
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
 _GIT_LOCK_FILE_RE = re.compile(r"Unable to create '([^']+\.lock)': File exists")
 
-# A path that is never a repository: lazy fetches of an offline partial clone fail at once.
-_OFFLINE_PROMISOR = "/nonexistent/repoclones-offline"
 _OFFLINE_HINT = (
     "warm the cache first: `pytest-repoclones prefetch URL [COMMIT...]`, "
     "or one run without --repo-offline"
@@ -110,9 +108,17 @@ _REPO_CONFIG = """\
 [core]
 \thooksPath = /dev/null
 \tfsmonitor = false
+\trepositoryFormatVersion = 1
+[extensions]
+\tworktreeConfig = true
 [receive]
 \tautogc = false
 """
+# With worktreeConfig on, core.bare must live in the bare repository's own config.worktree,
+# or every linked worktree would read core.bare=true from the shared config. Doing this at
+# clone time is what `git sparse-checkout` would otherwise do later, rewriting the shared
+# config while other processes' worktrees read it.
+_MAIN_WORKTREE_CONFIG = "[core]\n\tbare = true\n"
 # Phrases git uses when the remote answered but has no such object or ref.
 _NOT_FOUND_PHRASES = ("not our ref", "couldn't find remote ref", "no such remote ref")
 
@@ -561,18 +567,24 @@ class RepoStore:
                 commit=revision.text,
                 git_error=repo.scrub(result.error_line),
             )
-        # Files the old commit tracked and the new one ignores stay behind as ignored files.
-        self._run_in_worktree(repo, moved, ["clean", "--quiet", "-ffdx"])
-        _normalize_modes(moved.path)
+        try:
+            # Files the old commit tracked and the new one ignores stay behind as ignored.
+            self._run_in_worktree(repo, moved, ["clean", "--quiet", "-ffdx"])
+            _normalize_modes(moved.path)
+        except BaseException:
+            # The caller removes the worktree with its old branch; this one is ours too.
+            with self._lock(repo).hold(f"worktree reuse {moved.path}"):
+                self._git(["update-ref", "-d", f"refs/heads/{branch}"], git_dir=moved.git_dir)
+            raise
 
     def _clear_index_flags(self, repo: RepoURL, worktree: Worktree) -> None:
         listing = self._run_in_worktree(repo, worktree, ["ls-files", "-v", "-z"]).stdout
         skip, assume = [], []
         for entry in listing.split("\0"):
             tag, _, path = entry.partition(" ")
-            if tag == "S":
+            if tag.upper() == "S":
                 skip.append(path)
-            elif tag.islower():
+            if tag.islower():  # lowercase: assume-unchanged (``s``: both flags)
                 assume.append(path)
         for flag, paths in (("--no-skip-worktree", skip), ("--no-assume-unchanged", assume)):
             if paths:
@@ -696,6 +708,9 @@ class RepoStore:
                     "Could not create a cache entry", url=repo.redacted, git_error=init.error_line
                 )
             clone_filter = self._clone_filters.get(repo.key, self.clone_filter)
+            shared = (tmp / "config").read_text().replace("\tbare = true\n", "")
+            (tmp / "config").write_text(shared)
+            (tmp / "config.worktree").write_text(_MAIN_WORKTREE_CONFIG)
             with open(tmp / "config", "a", encoding="utf-8") as config:
                 config.write(_REPO_CONFIG)
                 if clone_filter is not None:
@@ -1229,7 +1244,8 @@ class RepoStore:
         extra_env: dict[str, str] = {}
         if self._is_partial(repo) and not worktree.isolated:
             if self.offline:
-                pre_args = ["-c", f"remote.origin.url={_OFFLINE_PROMISOR}"]
+                # No transport at all: a lazy fetch of a missing blob fails at once.
+                extra_env = {"GIT_ALLOW_PROTOCOL": "none"}
             else:
                 pre_args, extra_env = self._remote_auth(repo)
         result = self._timed(

@@ -1259,7 +1259,6 @@ class RepoStore:
             timeout=self.timeout,
             url=repo.redacted,
             stdin=stdin,
-            die_with_parent=True,  # a checkout can run for seconds
         )
         if check and not result.ok:
             raise WorktreeError(

@@ -217,8 +217,8 @@ def run_git(
     (index-pack, ssh, remote helpers), which otherwise keep writing after git itself dies.
     With ``progress``, git's progress lines are passed to it once the command has run for
     PROGRESS_AFTER seconds, at most once per PROGRESS_EVERY. ``die_with_parent`` is for
-    transfers, whose orphans would keep writing into the cache: it costs a fork instead of a
-    vfork (2-9 ms a process, measured in bench/), too much for the hot path.
+    transfers and checkouts, whose orphans would keep writing: it costs a fork instead of a
+    vfork (2-9 ms a process, measured in bench/), too much for the millisecond metadata steps.
     """
     argv = [_git_executable(), *_CONFIG_ARGS, *pre_args]
     if git_dir is not None:

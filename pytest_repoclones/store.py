@@ -842,7 +842,10 @@ class RepoStore:
                 tree = Path(gitdir_file).parent
                 # Delete the tree only if it still points back here, never some other directory.
                 if _read(tree / ".git") == f"gitdir: {admin}":
-                    _rmtree(tree)
+                    try:
+                        _rmtree(tree)
+                    except OSError as exc:  # the entry matters, the files are in a tmp dir
+                        log.warning("repoclones: could not delete %s: %s", tree, exc)
             _rmtree(admin)
             log.info("repoclones: pruned worktree entry %s of a dead process", admin.name)
         result = self._git(
@@ -1259,6 +1262,9 @@ class RepoStore:
             timeout=self.timeout,
             url=repo.redacted,
             stdin=stdin,
+            # A checkout orphaned by a SIGKILLed test would keep writing into a tree that the
+            # next session's pruning deletes (seen in tests/stress/kill_trials.py).
+            die_with_parent=args[0] in ("reset", "checkout"),
         )
         if check and not result.ok:
             raise WorktreeError(

@@ -24,14 +24,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 TESTS = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(TESTS))
 
-from upstream import IDENTITY, Upstream, count_git_commands  # noqa: E402
+from common import child_requested, isolate_git, run_child  # noqa: E402
+from upstream import Upstream, count_git_commands  # noqa: E402
 
 TIMEOUT = 600.0
 N_MAIN = 6
@@ -192,13 +192,8 @@ def fetches_of(trace: Path, sha: str) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        try:
-            child(json.loads(sys.argv[2]))
-        except BaseException:
-            traceback.print_exc()
-            raise
-        return 0
+    if child_requested():
+        return run_child(child, sys.argv[2])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--procs", type=int, default=16)
     parser.add_argument("--worktrees", type=int, default=25)
@@ -207,13 +202,7 @@ def main() -> int:
     options = parser.parse_args()
     rng = random.Random(options.seed)
     work = Path(tempfile.mkdtemp(prefix="repoclones-concurrency-"))
-    empty_config = work / "gitconfig"
-    empty_config.write_text("")
-    os.environ.update(
-        {"GIT_CONFIG_GLOBAL": str(empty_config), "GIT_CONFIG_NOSYSTEM": "1", **IDENTITY}
-    )
-    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_TRACE2_EVENT"):
-        os.environ.pop(name, None)
+    isolate_git(work)
     up, commits = build_upstream(work / "upstream.git", rng)
     trace = work / "trace2.json"
     env = {**os.environ, "GIT_TRACE2_EVENT": str(trace)}

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,9 @@ from typing import Any
 TESTS = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(TESTS))
 
+from common import child_requested, isolate_git, run_child  # noqa: E402
 from helpers.children import descendants, is_running  # noqa: E402
-from upstream import IDENTITY, Upstream  # noqa: E402
+from upstream import Upstream  # noqa: E402
 
 PHASES = ("clone", "publish", "fetch", "add", "teardown")
 CHILD_TIMEOUT = 120.0
@@ -448,13 +448,8 @@ def run_trial(
 
 
 def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        try:
-            CHILD_MODES[sys.argv[2]](json.loads(sys.argv[3]))
-        except BaseException:
-            traceback.print_exc()
-            raise
-        return 0
+    if child_requested():
+        return run_child(CHILD_MODES[sys.argv[2]], sys.argv[3])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
@@ -462,13 +457,7 @@ def main() -> int:
     options = parser.parse_args()
     rng = random.Random(options.seed)
     work = Path(tempfile.mkdtemp(prefix="repoclones-kill-"))
-    empty_config = work / "gitconfig"
-    empty_config.write_text("")
-    os.environ.update(
-        {"GIT_CONFIG_GLOBAL": str(empty_config), "GIT_CONFIG_NOSYSTEM": "1", **IDENTITY}
-    )
-    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_TRACE2_EVENT"):
-        os.environ.pop(name, None)
+    isolate_git(work)
     env = dict(os.environ)
     started = time.monotonic()
     up, commits = build_upstream(work / "upstream.git", rng)

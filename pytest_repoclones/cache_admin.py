@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._files import read_stripped, rmtree
 from ._git import git_environment, run_git
+from ._processes import pid_alive
 from .errors import InvalidInputError, LockTimeoutError, RepoClonesError
 from .health import find_problem
 from .settings import CACHE_DIR_ENV, default_cache_dir
-from .store import MARKER, PIN_PREFIX, RepoStore, _pid_alive, _read, _reason_fields, _rmtree
+from .store import MARKER, PIN_PREFIX, RepoStore, _reason_fields
 from .urls import parse_url, redact
 
 __all__ = [
@@ -266,8 +268,8 @@ class CacheAdmin:
         """
         users = []
         for admin in _admin_dirs(git_dir):
-            reason = _read(admin / "locked")
-            gitdir_file = _read(admin / "gitdir")
+            reason = read_stripped(admin / "locked")
+            gitdir_file = read_stripped(admin / "gitdir")
             tree = Path(gitdir_file).parent if gitdir_file else admin
             fields = _reason_fields(reason or "")
             if reason is None or fields.get("kept"):
@@ -313,16 +315,16 @@ class CacheAdmin:
         """Checkouts registered in ``git_dir`` that still point back into it, which the caller
         found to belong to dead processes: useless once the entry is gone or rebuilt."""
         for admin in _admin_dirs(git_dir):
-            gitdir_file = _read(admin / "gitdir")
+            gitdir_file = read_stripped(admin / "gitdir")
             if not gitdir_file:
                 continue
             tree = Path(gitdir_file).parent
-            pointer = _read(tree / ".git") or ""
+            pointer = read_stripped(tree / ".git") or ""
             # Never some other directory: only a checkout whose .git names this very entry.
             if pointer.startswith("gitdir: ") and os.path.realpath(
                 pointer[len("gitdir: ") :]
             ) == os.path.realpath(admin):
-                _rmtree(tree)
+                rmtree(tree)
 
     def clear(self, entries: Sequence[Entry], *, dry_run: bool = False) -> list[Removal]:
         return [self.remove(entry, "cleared", dry_run=dry_run) for entry in entries]
@@ -341,10 +343,10 @@ class CacheAdmin:
         for path in sorted(paths, key=lambda path: not path.name.startswith("trash.")):
             parts = path.name.split(".")
             if parts[0] == "trash" and len(parts) == 3:
-                if parts[1].isdigit() and not _pid_alive(int(parts[1])):
+                if parts[1].isdigit() and not pid_alive(int(parts[1])):
                     removed.append((path, tree_size(path)))
                     if not dry_run:
-                        _rmtree(path)
+                        rmtree(path)
                 continue
             key, _, _ = path.name.rpartition(".")
             key, _, pid = key.rpartition(".")
@@ -356,7 +358,7 @@ class CacheAdmin:
                     if path.exists():
                         removed.append((path, tree_size(path)))
                         if not dry_run:
-                            _rmtree(path)
+                            rmtree(path)
             except LockTimeoutError:
                 continue  # a clone in progress
         return removed
@@ -483,7 +485,7 @@ class CacheAdmin:
         except BaseException:  # Ctrl-C, a full disk: leave the cache as we found it
             _put_back(aside, git_dir)
             raise
-        _rmtree(aside)
+        rmtree(aside)
         lost = []
         for sha in pins:  # fetched by object name once: tests may ask for them offline
             try:

@@ -32,9 +32,7 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import socket
-import stat
 import threading
 import time
 import uuid
@@ -42,6 +40,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._files import (
+    clear_worktree_state,
+    leave_directory,
+    normalize_modes,
+    read_stripped,
+    rmtree,
+    write_atomically,
+)
 from ._git import (
     DEFAULT_TIMEOUT,
     GitResult,
@@ -51,6 +57,7 @@ from ._git import (
     ssh_batch_env,
 )
 from ._lock import RepoLock
+from ._processes import pid_alive, process_start_time
 from .errors import (
     CacheCorruptError,
     CommitNotFoundError,
@@ -123,37 +130,6 @@ _MAIN_WORKTREE_CONFIG = "[core]\n\tbare = true\n"
 _NOT_FOUND_PHRASES = ("not our ref", "couldn't find remote ref", "no such remote ref")
 
 
-def _process_start_time(pid: int) -> str:
-    """Kernel start time of ``pid``: with the pid, it tells a live owner from a reused pid."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            # Field 22; the command name (field 2) may contain spaces, so split after its ')'.
-            return handle.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return "0"
-
-
-def _on_rmtree_error(func: Callable[..., Any], path: str, exc: BaseException) -> None:
-    """Make read-only files and directories (a test may chmod them) deletable, then retry."""
-    if isinstance(exc, FileNotFoundError):
-        return
-    try:
-        parent = os.path.dirname(path)
-        os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
-        if os.path.isdir(path) and not os.path.islink(path):
-            os.chmod(path, os.stat(path).st_mode | stat.S_IRWXU)
-        func(path)
-    except FileNotFoundError:
-        pass
-
-
-def _rmtree(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink(missing_ok=True)
-    elif path.exists():
-        shutil.rmtree(path, onerror=lambda func, p, info: _on_rmtree_error(func, p, info[1]))
-
-
 class RepoStore:
     """A cache of bare clones shared by all processes, handing out worktrees at exact commits.
 
@@ -201,7 +177,7 @@ class RepoStore:
         self._parked: dict[str, list[Worktree]] = {}
         self._partial: dict[str, bool] = {}
         self._owner = (
-            f"{LOCK_REASON_PREFIX}pid={os.getpid()} start={_process_start_time(os.getpid())} "
+            f"{LOCK_REASON_PREFIX}pid={os.getpid()} start={process_start_time(os.getpid())} "
             f"host={socket.gethostname()}"
         )
         self._mutex = threading.Lock()
@@ -359,7 +335,7 @@ class RepoStore:
         store for the same repository; :meth:`close` removes what is still parked.
         """
         if self.reuse and self._parkable(worktree):
-            _leave_directory(worktree.path)
+            leave_directory(worktree.path)
             with self._mutex:
                 self._parked.setdefault(_key_of(worktree.git_dir), []).append(worktree)
             return
@@ -375,7 +351,7 @@ class RepoStore:
             return
         lock = self._lock_for_git_dir(worktree.git_dir, redact(worktree.url))
         with lock.hold(f"keep {worktree.path}"):
-            _write_atomically(
+            write_atomically(
                 worktree.admin_dir / "locked",
                 f"{LOCK_REASON_PREFIX}kept=1 branch={worktree.branch}",
             )
@@ -395,15 +371,15 @@ class RepoStore:
             raise errors[0]
 
     def _remove_for_real(self, worktree: Worktree) -> None:
-        _leave_directory(worktree.path)
+        leave_directory(worktree.path)
         # Deleting files is the slow part and needs no lock: the admin entry stays valid
         # (a concurrent fetch still reads a consistent HEAD) until we remove it below.
-        _rmtree(worktree.path)
+        rmtree(worktree.path)
         if worktree.isolated:
             return  # a repository of its own: nothing registered in the cache
         lock = self._lock_for_git_dir(worktree.git_dir, redact(worktree.url))
         with lock.hold(f"worktree remove {worktree.path}"):
-            _rmtree(worktree.admin_dir)
+            rmtree(worktree.admin_dir)
             result = self._git(
                 ["update-ref", "-d", f"refs/heads/{worktree.branch}"], git_dir=worktree.git_dir
             )
@@ -465,9 +441,9 @@ class RepoStore:
             if sparse_args is not None:
                 self._run_in_worktree(repo, worktree, ["sparse-checkout", "set", *sparse_args])
             self._run_in_worktree(repo, worktree, ["reset", "--quiet", "--hard"])
-            _rmtree(git_dir / "logs")
+            rmtree(git_dir / "logs")
         except BaseException:
-            _rmtree(target)
+            rmtree(target)
             raise
         return worktree
 
@@ -477,7 +453,7 @@ class RepoStore:
         """Only an intact, full (not sparse, not isolated) checkout is worth moving on."""
         if worktree.sparse or worktree.isolated:
             return False
-        return _read(worktree.path / ".git") == f"gitdir: {worktree.admin_dir}"
+        return read_stripped(worktree.path / ".git") == f"gitdir: {worktree.admin_dir}"
 
     def _reuse_parked(
         self, repo: RepoURL, revision: Revision, start: str, target: Path, branch: str, url: str
@@ -517,9 +493,9 @@ class RepoStore:
         with self._lock(repo).hold(f"worktree reuse {target}"):
             # What `git worktree move` does, without a process: rename, then repoint the entry.
             os.rename(parked.path, target)
-            _write_atomically(parked.admin_dir / "gitdir", f"{target / '.git'}\n")
-            _write_atomically(parked.admin_dir / "locked", f"{self._owner} branch={branch}")
-            _clear_worktree_state(parked.admin_dir)
+            write_atomically(parked.admin_dir / "gitdir", f"{target / '.git'}\n")
+            write_atomically(parked.admin_dir / "locked", f"{self._owner} branch={branch}")
+            clear_worktree_state(parked.admin_dir)
         moved = Worktree(
             path=target,
             url=url,
@@ -570,7 +546,7 @@ class RepoStore:
         try:
             # Files the old commit tracked and the new one ignores stay behind as ignored.
             self._run_in_worktree(repo, moved, ["clean", "--quiet", "-ffdx"])
-            _normalize_modes(moved.path)
+            normalize_modes(moved.path)
         except BaseException:
             # The caller removes the worktree with its old branch; this one is ours too.
             with self._lock(repo).hold(f"worktree reuse {moved.path}"):
@@ -739,7 +715,7 @@ class RepoStore:
             self._partial[repo.key] = clone_filter is not None
             self._stats(repo).clones += 1
         except BaseException:
-            _rmtree(tmp)
+            rmtree(tmp)
             raise
         self._refreshed.add(repo.key)
 
@@ -755,19 +731,19 @@ class RepoStore:
             os.rename(path, trash)
         except OSError:
             trash = path
-        _rmtree(trash)
+        rmtree(trash)
 
     def _remove_dead_trash(self) -> None:
         """Finish deleting what a process killed inside ``_discard`` left in ``tmp/trash.*``."""
         for trash in (self.cache_dir / "tmp").glob("trash.*"):
             pid = trash.name.split(".")[1]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                _rmtree(trash)
+            if pid.isdigit() and not pid_alive(int(pid)):
+                rmtree(trash)
 
     def _remove_stale_tmp(self, repo: RepoURL) -> None:
         # Only a holder of this repository's lock builds in tmp/<key>.*, and we hold it now.
         for leftover in (self.cache_dir / "tmp").glob(f"{repo.key}.*"):
-            _rmtree(leftover)
+            rmtree(leftover)
 
     def _check_health_locked(self, repo: RepoURL, git_dir: Path) -> None:
         """Rebuild a damaged entry, unless live worktrees still use it: then say what to delete."""
@@ -820,8 +796,8 @@ class RepoStore:
         live_refs: set[str] = set()
         admin_root = git_dir / "worktrees"
         for admin in sorted(admin_root.glob("*")) if admin_root.is_dir() else []:
-            reason = _read(admin / "locked")
-            gitdir_file = _read(admin / "gitdir")
+            reason = read_stripped(admin / "locked")
+            gitdir_file = read_stripped(admin / "gitdir")
             if reason is None:
                 # Not ours (made by hand?): git's own rule, dead once its directory is gone.
                 dead = gitdir_file is None or not Path(gitdir_file).exists()
@@ -831,7 +807,7 @@ class RepoStore:
             else:
                 dead = self._owner_is_dead(reason)
             if not dead:
-                head = _read(admin / "HEAD") or ""
+                head = read_stripped(admin / "HEAD") or ""
                 if head.startswith("ref: "):
                     live_refs.add(head[len("ref: ") :])
                 branch = _reason_fields(reason or "").get("branch")
@@ -841,12 +817,12 @@ class RepoStore:
             if gitdir_file:
                 tree = Path(gitdir_file).parent
                 # Delete the tree only if it still points back here, never some other directory.
-                if _read(tree / ".git") == f"gitdir: {admin}":
+                if read_stripped(tree / ".git") == f"gitdir: {admin}":
                     try:
-                        _rmtree(tree)
+                        rmtree(tree)
                     except OSError as exc:  # the entry matters, the files are in a tmp dir
                         log.warning("repoclones: could not delete %s: %s", tree, exc)
-            _rmtree(admin)
+            rmtree(admin)
             log.info("repoclones: pruned worktree entry %s of a dead process", admin.name)
         result = self._git(
             ["for-each-ref", "--format=%(refname)", f"refs/heads/{BRANCH_PREFIX}"],
@@ -874,9 +850,9 @@ class RepoStore:
             pid = int(fields.get("pid", ""))
         except ValueError:
             return True
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return True
-        return _process_start_time(pid) != fields.get("start")
+        return process_start_time(pid) != fields.get("start")
 
     # -- resolving commits -----------------------------------------------------------------
 
@@ -994,9 +970,11 @@ class RepoStore:
         if repo.key in self._refreshed or self.offline:
             return  # offline: branches and tags are what the cache last saw
         marker = git_dir / REFRESH_MARKER
-        if _read(marker) != self.session_id:
+        if read_stripped(marker) != self.session_id:
             with self._lock(repo).hold(f"fetch branches and tags of {repo.redacted}"):
-                if _read(marker) != self.session_id:  # another worker of this session did it
+                if (
+                    read_stripped(marker) != self.session_id
+                ):  # another worker of this session did it
                     self._fetch_upstream(repo, git_dir, problem="Could not fetch branches and tags")
                     marker.write_text(self.session_id)
         with self._mutex:
@@ -1107,7 +1085,7 @@ class RepoStore:
         """Whether the cached clone was made with a filter (then it fetches via 'origin')."""
         partial = self._partial.get(repo.key)
         if partial is None:
-            metadata = _read(self._git_dir(repo) / MARKER) or "{}"
+            metadata = read_stripped(self._git_dir(repo) / MARKER) or "{}"
             try:
                 partial = bool(json.loads(metadata).get("filter"))
             except ValueError:
@@ -1276,14 +1254,14 @@ class RepoStore:
         return result
 
     def _admin_dir(self, target: Path, git_dir: Path) -> Path:
-        text = _read(target / ".git") or ""
+        text = read_stripped(target / ".git") or ""
         if text.startswith("gitdir: "):
             return Path(text[len("gitdir: ") :])
         return git_dir / "worktrees" / target.name
 
     def _branch_commit(self, git_dir: Path, branch: str) -> str:
         # A brand-new branch is a loose ref file: reading it costs no git process.
-        loose = _read(git_dir / "refs" / "heads" / branch)
+        loose = read_stripped(git_dir / "refs" / "heads" / branch)
         if loose and len(loose) in (40, 64):
             return loose
         result = self._git(["rev-parse", "--verify", f"refs/heads/{branch}"], git_dir=git_dir)
@@ -1388,75 +1366,6 @@ def _config_quote(value: str) -> str:
     return f'"{escaped}"'
 
 
-def _umask() -> int:
-    # os.umask() can only be read by setting it, which races with other threads.
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
-def _normalize_modes(root: Path) -> None:
-    """Give files and directories the permission bits a fresh checkout would have.
-
-    git records only the executable bit; a test's chmod 0444 on an unchanged file, or on a
-    directory, survives checkout and clean, and a fresh worktree would not have it.
-    """
-    umask = _umask()
-    want_dir, want_exec, want_file = 0o777 & ~umask, 0o777 & ~umask, 0o666 & ~umask
-    for top, dirs, files in os.walk(root):
-        if top == str(root) and ".git" in files:
-            files.remove(".git")
-        for name in dirs:
-            _chmod_if(os.path.join(top, name), lambda mode: want_dir)
-        for name in files:
-            path = os.path.join(top, name)
-            _chmod_if(path, lambda mode: want_exec if mode & stat.S_IXUSR else want_file)
-
-
-def _chmod_if(path: str, wanted: Callable[[int], int]) -> None:
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return
-    if stat.S_ISLNK(info.st_mode):
-        return
-    mode = stat.S_IMODE(info.st_mode)
-    if mode != wanted(mode):
-        os.chmod(path, wanted(mode))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-# Per-worktree state a test may leave in its admin dir (merges, rebases, bisects, its HEAD
-# reflog, worktree config, sparse patterns, refs/worktree/*): a reused worktree gets none.
-_KEPT_ADMIN_FILES = frozenset({"HEAD", "commondir", "gitdir", "locked", "index"})
-
-
-def _clear_worktree_state(admin_dir: Path) -> None:
-    for entry in admin_dir.iterdir():
-        if entry.name not in _KEPT_ADMIN_FILES and not entry.name.endswith(".tmp"):
-            _rmtree(entry)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _wait_out_git_lock(lock_file: Path, deadline: float) -> bool:
     """Wait for a git lock file to go away, deleting it once idle; False if it stayed busy."""
     while time.monotonic() < deadline:
@@ -1478,21 +1387,3 @@ def _reason_fields(reason: str) -> dict[str, str]:
         return {}
     items = reason[len(LOCK_REASON_PREFIX) :].split()
     return dict(item.split("=", 1) for item in items if "=" in item)
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def _leave_directory(path: Path) -> None:
-    """If the process sits inside ``path`` (a test did chdir), step out before deleting it."""
-    try:
-        cwd = Path.cwd()
-    except FileNotFoundError:
-        os.chdir(path.parent if path.parent.exists() else Path.home())
-        return
-    if cwd == path or path in cwd.parents:
-        os.chdir(path.parent)

@@ -637,7 +637,7 @@ def test_a_failed_reuse_after_the_checkout_falls_back_to_a_fresh_worktree(
 ) -> None:
     import pytest_repoclones.store as store_module
 
-    real, failed = store_module._normalize_modes, []
+    real, failed = store_module.normalize_modes, []
 
     def fail_once(root: Path) -> None:
         if not failed:
@@ -648,7 +648,7 @@ def test_a_failed_reuse_after_the_checkout_falls_back_to_a_fresh_worktree(
     store = make_store(cache_dir, reuse=True)
     first = store.add_worktree(project.url, project.c1, tmp_path / "a")
     store.remove_worktree(first)
-    monkeypatch.setattr(store_module, "_normalize_modes", fail_once)
+    monkeypatch.setattr(store_module, "normalize_modes", fail_once)
     branch = store.new_branch_name("explicit")  # as the worktree fixture passes it
     second = store.add_worktree(project.url, project.c2, tmp_path / "b", branch=branch)
     assert second.branch == branch

@@ -61,7 +61,6 @@ from ._processes import pid_alive, process_start_time
 from .errors import (
     CacheCorruptError,
     CommitNotFoundError,
-    GitCommandError,
     InvalidInputError,
     RemoteError,
     RepoClonesError,
@@ -115,7 +114,6 @@ _REPO_CONFIG = """\
 [core]
 \thooksPath = /dev/null
 \tfsmonitor = false
-\trepositoryFormatVersion = 1
 [extensions]
 \tworktreeConfig = true
 [receive]
@@ -678,15 +676,8 @@ class RepoStore:
             )
         tmp = self.cache_dir / "tmp" / f"{repo.key}.{os.getpid()}.{secrets.token_hex(4)}"
         try:
-            init = self._git(["init", "--bare", "--quiet", "--template=", "--", str(tmp)])
-            if not init.ok:
-                raise GitCommandError(
-                    "Could not create a cache entry", url=repo.redacted, git_error=init.error_line
-                )
+            _init_bare_repository(tmp)
             clone_filter = self._clone_filters.get(repo.key, self.clone_filter)
-            shared = (tmp / "config").read_text().replace("\tbare = true\n", "")
-            (tmp / "config").write_text(shared)
-            (tmp / "config.worktree").write_text(_MAIN_WORKTREE_CONFIG)
             with open(tmp / "config", "a", encoding="utf-8") as config:
                 config.write(_REPO_CONFIG)
                 if clone_filter is not None:
@@ -1303,6 +1294,21 @@ class RepoStore:
             timeout=self.timeout,
             stdin=stdin,
         )
+
+
+def _init_bare_repository(path: Path) -> None:
+    """What `git init --bare --template=` writes, without starting git (cold-path cost).
+
+    core.bare goes to the repository's own config.worktree (see _MAIN_WORKTREE_CONFIG).
+    """
+    for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags"):
+        (path / sub).mkdir(parents=True)
+    (path / "HEAD").write_text("ref: refs/heads/main\n")
+    filemode = "false" if os.name == "nt" else "true"
+    (path / "config").write_text(
+        f"[core]\n\trepositoryformatversion = 1\n\tfilemode = {filemode}\n"
+    )
+    (path / "config.worktree").write_text(_MAIN_WORKTREE_CONFIG)
 
 
 def _key_of(git_dir: Path | None) -> str:

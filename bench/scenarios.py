@@ -339,7 +339,7 @@ class Probe:
     def __enter__(self) -> Probe:
         self.trace_dir.mkdir(parents=True, exist_ok=True)
         run_git = git_module.run_git  # what store.py imported
-        rmtree_original = store_module._rmtree
+        rmtree_original = store_module.rmtree
         acquire = RepoLock._acquire
         probe = self
 
@@ -381,7 +381,7 @@ class Probe:
 
         for owner, name, value in (
             (store_module, "run_git", timed_run_git),
-            (store_module, "_rmtree", timed_rmtree),
+            (store_module, "rmtree", timed_rmtree),
             (RepoLock, "_acquire", timed_acquire),
         ):
             self._saved.append((owner, name, getattr(owner, name)))
@@ -1034,7 +1034,9 @@ def run_parallel_once(
         workers=workers,
         wall=wall,
         passed=result.returncode == 0,
-        clones=sum(p.name == "init" and "--bare" in p.argv for p in top),
+        # The store writes a new repository's skeleton itself (no `git init`): a clone is
+        # its fetch into tmp/.
+        clones=clone_fetches,
         cache_entries=len(repos),
         clone_fetches=clone_fetches,
         commit_fetches=commit_fetches,
@@ -1145,7 +1147,7 @@ def scenario_parallel(ctx: Context) -> str:
         f"{len(used) - missing} commits on the default branch, {missing} reachable only from "
         "`refs/pull/*` (not in the first clone: each needs one fetch by name). "
         "Counts are per run (`a/b/c` = repetitions), from GIT_TRACE2_EVENT: clones = "
-        "`git init --bare` in the cache; commit fetches = fetches of one commit by name; refresh "
+        "fetches into a new entry in tmp/; commit fetches = fetches of one commit by name; refresh "
         "fetches = fetches of all branches and tags after the clone; upload-pack = server-side "
         "processes (every network round trip, the clone's included); git processes = all the "
         "plugin started.",

@@ -22,17 +22,25 @@ from typing import Any
 WORKER = Path(__file__).with_name("store_worker.py")
 
 
-class Child:
-    """One store_worker.py process."""
+class LineChild:
+    """A child process spoken to line by line; every read has a deadline, kill() reaps it.
+
+    Shared by the pytest tests (store_worker.py children) and the stress scripts.
+    """
 
     def __init__(
-        self, mode: str, args: Mapping[str, Any], log: Path, env: Mapping[str, str] | None
+        self,
+        argv: list[str],
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        label: str = "child",
     ) -> None:
-        self.mode = mode
+        self.label = label
         self.log = log
+        self.lines: list[str] = []
         with open(log, "wb") as stderr:
             self.proc = subprocess.Popen(
-                [sys.executable, str(WORKER), mode, json.dumps(dict(args))],
+                argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
@@ -46,7 +54,7 @@ class Child:
         return self.proc.pid
 
     def describe(self) -> str:
-        return f"{self.mode} child pid {self.pid} (status {self.proc.poll()}): {self.stderr()}"
+        return f"{self.label} pid {self.pid} (status {self.proc.poll()}): {self.stderr()}"
 
     def stderr(self) -> str:
         try:
@@ -61,7 +69,7 @@ class Child:
         while b"\n" not in self._buffer and not self._eof:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"no output within {timeout} s from {self.describe()}")
+                raise AssertionError(f"no output within {timeout:.1f} s from {self.describe()}")
             ready, _, _ = select.select([self.proc.stdout], [], [], remaining)
             if ready:
                 chunk = os.read(self.proc.stdout.fileno(), 65536)
@@ -70,14 +78,15 @@ class Child:
         if b"\n" not in self._buffer:
             return None
         line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode()
+        self.lines.append(line.decode())
+        return self.lines[-1]
 
-    def wait_ready(self, timeout: float = 30) -> str:
-        """Wait for the child's ``ready`` line; return what follows the word."""
+    def expect(self, word: str, timeout: float) -> str:
+        """Wait for a line starting with ``word``; return what follows it."""
         line = self.read_line(timeout)
-        if line is None or not line.startswith("ready"):
-            raise AssertionError(f"expected 'ready', got {line!r} from {self.describe()}")
-        return line[len("ready") :].strip()
+        if line is None or not line.startswith(word):
+            raise AssertionError(f"expected {word!r}, got {line!r} from {self.describe()}")
+        return line[len(word) :].strip()
 
     def send(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -111,8 +120,23 @@ class Child:
         finally:
             for pipe in (self.proc.stdin, self.proc.stdout):
                 if pipe is not None:
-                    with contextlib.suppress(BrokenPipeError):
+                    with contextlib.suppress(OSError):
                         pipe.close()
+
+
+class Child(LineChild):
+    """One store_worker.py process."""
+
+    def __init__(
+        self, mode: str, args: Mapping[str, Any], log: Path, env: Mapping[str, str] | None
+    ) -> None:
+        argv = [sys.executable, str(WORKER), mode, json.dumps(dict(args))]
+        super().__init__(argv, log, env, f"{mode} child")
+        self.mode = mode
+
+    def wait_ready(self, timeout: float = 30) -> str:
+        """Wait for the child's ``ready`` line; return what follows the word."""
+        return self.expect("ready", timeout)
 
 
 class ChildGroup:

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
 import os
 import random
-import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +28,7 @@ TESTS = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(TESTS))
 
 from common import child_requested, isolate_git, run_child  # noqa: E402
+from helpers.children import LineChild  # noqa: E402
 from upstream import Upstream, count_git_commands  # noqa: E402
 
 TIMEOUT = 600.0
@@ -89,71 +87,13 @@ def child(args: dict[str, Any]) -> None:
 # -- parent side -----------------------------------------------------------------------------
 
 
-class Proc:
-    def __init__(self, args: dict[str, Any], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with open(log, "wb") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, __file__, "--child", json.dumps(args)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                env=env,
-            )
-        self.buffer = b""
-        self.eof = False
+def Proc(args: dict[str, Any], env: dict[str, str], log: Path) -> LineChild:
+    """One child process of this script."""
+    return LineChild([sys.executable, __file__, "--child", json.dumps(args)], log, env)
 
-    def describe(self) -> str:
-        try:
-            err = self.log.read_text(errors="replace")[-2000:]
-        except OSError:
-            err = ""
-        return f"pid {self.proc.pid} status {self.proc.poll()}: {err.strip()}"
 
-    def read_line(self, deadline: float) -> str | None:
-        assert self.proc.stdout is not None
-        while b"\n" not in self.buffer and not self.eof:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no output before the deadline from {self.describe()}")
-            ready, _, _ = select.select([self.proc.stdout], [], [], remaining)
-            if ready:
-                chunk = os.read(self.proc.stdout.fileno(), 65536)
-                self.buffer += chunk
-                self.eof = not chunk
-        if b"\n" not in self.buffer:
-            return None
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return line.decode()
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line.encode() + b"\n")
-        self.proc.stdin.flush()
-
-    def result(self, deadline: float) -> dict[str, Any]:
-        found = None
-        while (line := self.read_line(deadline)) is not None:
-            if line.startswith("result "):
-                found = json.loads(line[len("result ") :])
-        try:
-            status = self.proc.wait(max(deadline - time.monotonic(), 0.01))
-        except subprocess.TimeoutExpired:
-            raise TimeoutError(f"did not exit before the deadline: {self.describe()}") from None
-        if status != 0 or found is None:
-            raise RuntimeError(f"failed: {self.describe()}")
-        return found
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        try:
-            self.proc.wait(10)
-        finally:
-            for pipe in (self.proc.stdin, self.proc.stdout):
-                if pipe is not None:
-                    with contextlib.suppress(OSError):
-                        pipe.close()
+def left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.01)
 
 
 def build_upstream(path: Path, rng: random.Random) -> tuple[Upstream, list[tuple[str, str]]]:
@@ -226,7 +166,7 @@ def main() -> int:
             procs.append(Proc(args, env, work / f"p{index}.stderr"))
         deadline = time.monotonic() + 120
         for proc in procs:
-            if proc.read_line(deadline) != "ready":
+            if proc.read_line(left(deadline)) != "ready":
                 raise RuntimeError(f"child not ready: {proc.describe()}")
         started = time.monotonic()
         for proc in procs:
@@ -234,13 +174,13 @@ def main() -> int:
         deadline = started + TIMEOUT
         for proc in procs:
             try:
-                results.append(proc.result(deadline))
-            except (RuntimeError, TimeoutError) as exc:
+                results.append(proc.finish(left(deadline)))
+            except AssertionError as exc:
                 problems.append(str(exc))
         wall = time.monotonic() - started
     finally:
         for proc in procs:
-            proc.close()
+            proc.kill()
     failures = [error for result in results for error in result["errors"]]
     made = sum(result["count"] for result in results)
     all_stats = [stats for result in results for stats in result["stats"].values()]

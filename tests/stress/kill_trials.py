@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import random
-import select
 import shutil
 import signal
 import subprocess
@@ -35,7 +34,11 @@ TESTS = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(TESTS))
 
 from common import child_requested, isolate_git, run_child  # noqa: E402
-from helpers.children import descendants, is_running  # noqa: E402
+from helpers.children import (  # noqa: E402
+    LineChild,
+    descendants,
+    is_running,
+)
 from upstream import Upstream  # noqa: E402
 
 PHASES = ("clone", "publish", "fetch", "add", "teardown")
@@ -189,90 +192,10 @@ CHILD_MODES = {
 # -- parent side -----------------------------------------------------------------------------
 
 
-class Proc:
-    """One child process of this script; every read has a deadline."""
-
-    def __init__(self, mode: str, args: dict[str, Any], env: dict[str, str], log: Path) -> None:
-        self.mode = mode
-        self.log = log
-        with open(log, "wb") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, __file__, "--child", mode, json.dumps(args)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                env=env,
-            )
-        self.buffer = b""
-        self.eof = False
-        self.lines: list[str] = []
-
-    def describe(self) -> str:
-        try:
-            err = self.log.read_text(errors="replace")[-2000:]
-        except OSError:
-            err = ""
-        return f"{self.mode} pid {self.proc.pid} status {self.proc.poll()}: {err.strip()}"
-
-    def read_line(self, timeout: float) -> str | None:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buffer and not self.eof:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no output within {timeout} s from {self.describe()}")
-            ready, _, _ = select.select([self.proc.stdout], [], [], remaining)
-            if ready:
-                chunk = os.read(self.proc.stdout.fileno(), 65536)
-                self.buffer += chunk
-                self.eof = not chunk
-        if b"\n" not in self.buffer:
-            return None
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        self.lines.append(line.decode())
-        return self.lines[-1]
-
-    def expect(self, word: str, timeout: float) -> None:
-        line = self.read_line(timeout)
-        if line != word:
-            raise RuntimeError(f"expected {word!r}, got {line!r} from {self.describe()}")
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line.encode() + b"\n")
-        self.proc.stdin.flush()
-
-    def result(self, timeout: float) -> dict[str, Any]:
-        """Wait for exit; the ``result`` record. RuntimeError on failure or timeout."""
-        deadline = time.monotonic() + timeout
-        if self.proc.stdin is not None:
-            with contextlib.suppress(BrokenPipeError):
-                self.proc.stdin.close()
-        found = None
-        while (line := self.read_line(max(deadline - time.monotonic(), 0.01))) is not None:
-            if line.startswith("result "):
-                found = json.loads(line[len("result ") :])
-        try:
-            status = self.proc.wait(max(deadline - time.monotonic(), 0.01))
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"did not exit within {timeout} s: {self.describe()}") from None
-        if status != 0 or found is None:
-            raise RuntimeError(f"failed: {self.describe()}")
-        return found
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def close(self) -> None:
-        try:
-            self.kill()
-        finally:
-            for pipe in (self.proc.stdin, self.proc.stdout):
-                if pipe is not None:
-                    with contextlib.suppress(OSError):
-                        pipe.close()
+def Proc(mode: str, args: dict[str, Any], env: dict[str, str], log: Path) -> LineChild:
+    """One child process of this script, in ``mode``."""
+    argv = [sys.executable, __file__, "--child", mode, json.dumps(args)]
+    return LineChild(argv, log, env, mode)
 
 
 def random_text(rng: random.Random, size: int) -> str:
@@ -395,9 +318,10 @@ def run_trial(
             survivor.send("go")
         time.sleep(delay)
         orphans = descendants(victim.proc.pid)
-        victim.kill()
+        victim.proc.kill()  # SIGKILL; its pipes stay open to read what it wrote
+        victim.proc.wait(10)
         # Did the operation finish before the kill? (Read what the victim wrote, no waiting.)
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(AssertionError):
             while victim.read_line(0.05) is not None:
                 pass
         landed = "after-op" if "opdone" in victim.lines else "mid-op"
@@ -413,15 +337,15 @@ def run_trial(
         )  # fmt: skip
         procs.append(recover)
         try:
-            result = recover.result(RECOVER_TIMEOUT)
+            result = recover.finish(RECOVER_TIMEOUT)
             problems += [f"recover: {p}" for p in result["errors"]]
-        except (RuntimeError, TimeoutError) as exc:
+        except AssertionError as exc:
             problems.append(f"recover: {exc}")
         for survivor in survivors:
             try:
-                result = survivor.result(CHILD_TIMEOUT)
+                result = survivor.finish(CHILD_TIMEOUT)
                 problems += [f"survivor: {p}" for p in result["errors"]]
-            except (RuntimeError, TimeoutError) as exc:
+            except AssertionError as exc:
                 problems.append(f"survivor: {exc}")
         left = wait_gone(orphans, 60)
         if left:
@@ -431,13 +355,13 @@ def run_trial(
         )
         procs.append(first_use)
         try:
-            first_use.result(RECOVER_TIMEOUT)
-        except (RuntimeError, TimeoutError) as exc:
+            first_use.finish(RECOVER_TIMEOUT)
+        except AssertionError as exc:
             problems.append(f"first use: {exc}")
         problems += cache_problems(cache, env)
     finally:
         for proc in procs:
-            proc.close()
+            proc.kill()
         for pid in orphans:
             with contextlib.suppress(ProcessLookupError):
                 if is_running(pid):

@@ -51,6 +51,15 @@ def upstream(make_upstream: Callable[..., Upstream]) -> Upstream:
 
 
 @pytest.fixture
+def big_upstream(make_upstream: Callable[..., Upstream]) -> Upstream:
+    """More than 100 objects, so the cached clone keeps a pack instead of loose objects."""
+    up = make_upstream("big")
+    up.commit({f"dir/file{i:03}.txt": f"content {i}\n" * 20 for i in range(150)}, "150 files")
+    up.commit({"README.md": "big\n"}, "readme")
+    return up
+
+
+@pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
 

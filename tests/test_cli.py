@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from helpers.children import ChildGroup
-from upstream import Upstream, git
+from upstream import Upstream, git, truncate_pack
 
 from pytest_repoclones import RepoStore, cli
 from pytest_repoclones.cache_admin import (
@@ -80,22 +80,6 @@ def small_upstream(make_upstream: Callable[..., Upstream], name: str) -> Upstrea
     up = make_upstream(name)
     up.commit({"README.md": f"# {name}\n"}, "initial")
     return up
-
-
-@pytest.fixture
-def big_upstream(make_upstream: Callable[..., Upstream]) -> Upstream:
-    """More than 100 objects, so the cached clone keeps a pack instead of loose objects."""
-    up = make_upstream("big")
-    up.commit({f"dir/file{i:03}.txt": f"content {i}\n" * 20 for i in range(150)}, "150 files")
-    up.commit({"README.md": "big\n"}, "readme")
-    return up
-
-
-def truncate_pack(git_dir: Path) -> None:
-    (pack,) = (git_dir / "objects" / "pack").glob("*.pack")
-    pack.chmod(0o644)
-    with open(pack, "r+b") as handle:
-        handle.truncate(pack.stat().st_size // 2)
 
 
 # -- parsing and formatting --------------------------------------------------------------------

@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from upstream import Upstream, git
+from upstream import Upstream, git, truncate_pack
 
 from pytest_repoclones import (
     CacheCorruptError,
@@ -772,22 +772,6 @@ def test_sigkilled_lock_holder_does_not_block(
 # -- damaged cache entries ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def big_upstream(make_upstream: Callable[..., Upstream]) -> Upstream:
-    """More than 100 objects, so the cached clone keeps a pack instead of loose objects."""
-    up = make_upstream("big")
-    up.commit({f"dir/file{i:03}.txt": f"content {i}\n" * 20 for i in range(150)}, "150 files")
-    up.commit({"README.md": "big\n"}, "readme")
-    return up
-
-
-def _truncate_pack(git_dir: Path) -> None:
-    (pack,) = (git_dir / "objects" / "pack").glob("*.pack")
-    pack.chmod(0o644)
-    with open(pack, "r+b") as handle:
-        handle.truncate(pack.stat().st_size // 2)
-
-
 def _only_marker_left(git_dir: Path) -> None:
     for child in git_dir.iterdir():
         if child.name != "repoclones.json":
@@ -801,7 +785,7 @@ def _no_refs(git_dir: Path) -> None:
 
 
 DAMAGE: dict[str, Callable[[Path], None]] = {
-    "truncated-pack": _truncate_pack,
+    "truncated-pack": truncate_pack,
     "deleted-HEAD": lambda g: (g / "HEAD").unlink(),
     "deleted-objects": lambda g: shutil.rmtree(g / "objects"),
     "deleted-pack": lambda g: shutil.rmtree(g / "objects" / "pack"),
@@ -864,7 +848,7 @@ def test_damaged_entry_in_use_by_a_live_process_names_the_path_to_delete(
     owner = RepoStore(cache_dir)  # this process is the live owner of the worktree
     wt = owner.add_worktree(big_upstream.url, tip, tmp_path / "wt")
     git_dir = owner.git_dir(big_upstream.url)
-    _truncate_pack(git_dir)
+    truncate_pack(git_dir)
 
     with pytest.raises(CacheCorruptError) as info:
         RepoStore(cache_dir).add_worktree(big_upstream.url, tip, tmp_path / "wt2")

@@ -136,3 +136,11 @@ def count_git_commands(trace: Path, name: str) -> int:
         if event.get("event") == "cmd_name" and event.get("name") == name:
             count += 1
     return count
+
+
+def truncate_pack(git_dir: Path) -> None:
+    """Cut a repository's only pack in half, as a full disk or a killed copy would."""
+    (pack,) = (git_dir / "objects" / "pack").glob("*.pack")
+    pack.chmod(0o644)
+    with open(pack, "r+b") as handle:
+        handle.truncate(pack.stat().st_size // 2)

@@ -1,20 +1,14 @@
-"""Declarative use: ``@pytest.mark.worktree(url, commit)`` and prefetching what it declares."""
+"""Declarative use: ``@pytest.mark.worktree(url, commit)`` and the ``repo_worktree`` fixture."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 
-from .errors import RepoClonesError
-from .store import RepoStore
+__all__ = ["declarations", "declared", "parametrize_commits"]
 
-__all__ = ["declared", "parametrize_commits", "prefetch"]
-
-log = logging.getLogger("pytest_repoclones")
 _OPTIONS = ("sparse", "isolate")
 
 
@@ -73,37 +67,17 @@ def declared(request: pytest.FixtureRequest) -> tuple[Any, Any, dict[str, Any]]:
     return url, commit, options
 
 
-def _declared_pairs(items: Iterable[pytest.Item]) -> dict[str, list[Any]]:
-    wanted: dict[str, list[Any]] = {}
+def declarations(items: Iterable[pytest.Item]) -> Iterator[tuple[str, str | None]]:
+    """Every (url, commit) the markers of ``items`` declare, a list of commits unrolled.
+
+    Malformed markers and commits that are not strings are skipped: the test reports them.
+    """
     for item in items:
         for marker in item.iter_markers("worktree"):
             try:
                 url, commit, _ = _parse(marker)
             except TypeError:
-                continue  # reported as that test's error
-            commits = wanted.setdefault(str(url), [])
-            commits.extend(c for c in _commits(commit) if c not in commits)
-    return wanted
-
-
-def prefetch(store: RepoStore, items: Iterable[pytest.Item]) -> None:
-    """Clone and fetch every declared (url, commit) once before tests run, repositories in
-    parallel, so that tests never wait on each other's network traffic.
-
-    Under xdist every worker collects and calls this; the per-repository lock and the
-    re-check after taking it make the clone and each fetch happen once all the same.
-    """
-    wanted = _declared_pairs(items)
-    if not wanted:
-        return
-
-    def warm(url: str) -> None:
-        for commit in wanted[url]:
-            try:
-                store.resolve(url, commit)
-            except RepoClonesError as exc:
-                # The test that needs it reports this properly; do not fail collection.
-                log.warning("repoclones: prefetch of %s failed: %s", commit, exc)
-
-    with ThreadPoolExecutor(max_workers=min(4, len(wanted))) as pool:
-        list(pool.map(warm, wanted))
+                continue
+            for one in _commits(commit):
+                if one is None or isinstance(one, str):
+                    yield str(url), one

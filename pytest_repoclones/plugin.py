@@ -7,11 +7,13 @@ import logging
 import sys
 import uuid
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from . import markers, summary
+from . import markers, prefetch, summary
+from ._xdist import DECLARED_DIR, SESSION_ID, XdistHooks
 from .errors import RepoClonesError
 from .factory import WorktreeFactory
 from .settings import CACHE_DIR_ENV, KEEP_CHOICES, OFFLINE_ENV, Settings
@@ -94,7 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     # One id for the whole run, handed by the controller to its xdist workers, so that moving
     # names are refreshed from the remote once per run rather than once per worker.
-    session_id = (workerinput or {}).get("repoclones_session") or uuid.uuid4().hex
+    session_id = (workerinput or {}).get(SESSION_ID) or uuid.uuid4().hex
     settings = Settings.from_config(config, session_id=session_id)
     try:
         terminal = _Terminal(config)
@@ -107,9 +109,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = settings
     config.stash[STORE_KEY] = store
     if workerinput is None and config.pluginmanager.hasplugin("xdist"):
-        from ._xdist import XdistHooks
-
-        config.pluginmanager.register(XdistHooks(session_id), "repoclones-xdist")
+        config.pluginmanager.register(XdistHooks(session_id, store), "repoclones-xdist")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -162,8 +162,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     markers.parametrize_commits(metafunc)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    markers.prefetch(config.stash[STORE_KEY], items)
+@pytest.hookimpl(tryfirst=True)  # under xdist: before the worker reports its collection done
+def pytest_collection_finish(session: pytest.Session) -> None:
+    wanted = prefetch.declared(session.items)
+    if not wanted:
+        return
+    workerinput = getattr(session.config, "workerinput", None) or {}
+    handover = workerinput.get(DECLARED_DIR)
+    if handover is not None:
+        path = Path(handover) / f"{workerinput['workerid']}.json"
+        if prefetch.write_declared(path, wanted):
+            return  # the controller prefetches before it schedules any test
+    prefetch.prefetch(session.config.stash[STORE_KEY], wanted)
 
 
 @pytest.hookimpl(wrapper=True)

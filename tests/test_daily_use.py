@@ -8,16 +8,18 @@ point, as for a user) and check its outcomes, its report and what it left in the
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from upstream import Upstream, count_git_commands, git
+from upstream import Upstream, count_git_commands, git, upload_packs
 
 from pytest_repoclones import RepoClonesError, RepoStore
 
@@ -71,25 +73,6 @@ def run(pytester: pytest.Pytester, cache_dir: Path, *args: str) -> pytest.RunRes
 
 def make_store(cache_dir: Path, **kwargs: Any) -> RepoStore:
     return RepoStore(cache_dir, timeout=60, lock_timeout=60, **kwargs)
-
-
-def upload_packs(trace: Path, served: Path) -> int:
-    """How many ``git upload-pack`` processes served the repository at ``served`` (the network,
-    for a ``file://`` upstream; a local fetch from the cache runs one too, serving the cache)."""
-    if not trace.exists():
-        return 0
-    count = 0
-    for line in trace.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        argv = event.get("argv") or []
-        if event.get("event") != "start" or not any("upload-pack" in arg for arg in argv):
-            continue
-        if Path(argv[-1].strip("'")).resolve() == served.resolve():
-            count += 1
-    return count
 
 
 def assert_store_empty(cache_dir: Path, url: str) -> None:
@@ -676,6 +659,178 @@ def test_prefetch_under_xdist_fetches_each_missing_commit_once(
     result.stdout.fnmatch_lines(["*CommitNotFoundError*no-such-branch*"])
     assert upload_packs(trace_file, upstream.path) == 1 + 2
     assert_store_empty(cache_dir, upstream.url)
+
+
+WORKER_VIEW_TESTS = """
+@pytest.fixture(scope="session", autouse=True)
+def worker_counters(repo_store):
+    # What this process's store had to do itself, written when its session ends.
+    yield
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    rows = {key: stats.as_dict() for key, stats in repo_store.stats.items()}
+    pathlib.Path(COUNTERS, f"{worker}.json").write_text(json.dumps(rows))
+
+
+@pytest.fixture(autouse=True)
+def everything_declared_is_cached(repo_store):
+    # Before this worker's first test: every declared commit is already in the cache.
+    for url, commits in DECLARED.items():
+        git_dir = repo_store.git_dir(url)
+        for sha in commits:
+            git("cat-file", "-e", sha + "^{commit}", cwd=git_dir)
+
+
+@pytest.mark.worktree(URL_A, [A1, A_PR, "main"])
+@pytest.mark.parametrize("n", range(3))
+def test_a(repo_worktree, n):
+    assert git("rev-parse", "HEAD", cwd=repo_worktree) == repo_worktree.commit
+
+
+@pytest.mark.worktree(URL_B, [B1, B_PR])
+@pytest.mark.parametrize("n", range(3))
+def test_b(repo_worktree, n):
+    assert git("rev-parse", "HEAD", cwd=repo_worktree) == repo_worktree.commit
+"""
+
+
+@pytest.fixture
+def two_projects(make_upstream: Callable[..., Upstream]) -> dict[str, Any]:
+    """Two upstreams, each with a release and a commit reachable only from a pull request."""
+    out: dict[str, Any] = {}
+    for name in ("A", "B"):
+        up = make_upstream(f"project-{name.lower()}")
+        first = up.commit({"README": f"{name}\n"}, "initial")
+        up.commit({"README": f"{name} 2\n"}, "second")
+        pr = up.commit({"pr": "1\n"}, "pr", parent=first, ref="refs/pull/1/head")
+        out[name] = up
+        out[f"URL_{name}"] = up.url
+        out[f"{name}1"] = first
+        out[f"{name}_PR"] = pr
+    return out
+
+
+def test_xdist_controller_prefetches_before_workers_run_a_test(
+    pytester: pytest.Pytester, cache_dir: Path, trace_file: Path, two_projects: dict[str, Any]
+) -> None:
+    """Workers find every declared commit cached and never clone or fetch themselves."""
+    counters = pytester.mkdir("counters")
+    p = two_projects
+    declared = {
+        p["URL_A"]: [p["A1"], p["A_PR"], p["A"].rev("main")],
+        p["URL_B"]: [p["B1"], p["B_PR"]],
+    }
+    constants = {k: v for k, v in p.items() if isinstance(v, str)}
+    write_tests(pytester, WORKER_VIEW_TESTS, COUNTERS=str(counters), DECLARED=declared, **constants)
+    result = run(pytester, cache_dir, "-n", "2", "-v")
+    result.assert_outcomes(passed=15)
+    workers = {path.stem: json.loads(path.read_text()) for path in counters.glob("*.json")}
+    assert set(workers) == {"gw0", "gw1"}, workers
+    for worker, rows in workers.items():
+        assert rows, f"{worker} used no repository"
+        for row in rows.values():
+            assert (row["clones"], row["fetches"]) == (0, 0), (worker, row)
+            assert row["worktrees"] > 0
+    # Each repository cloned once and its pull-request commit fetched once, by the controller.
+    assert upload_packs(trace_file, p["A"].path) == 2
+    assert upload_packs(trace_file, p["B"].path) == 2
+    result.stdout.fnmatch_lines(["*15 worktrees from 2 repositories: 2 clones, 2 fetches*"])
+    # The hand-over files went away with the run.
+    assert not list(Path(tempfile.gettempdir()).glob("repoclones-declared-*/gw0.json"))
+
+
+def rendezvous_hook(directory: Path) -> None:
+    """A global ``uploadpack.packObjectsHook`` that proves two uploads overlap in time.
+
+    Each upload of a repository marks itself started, then waits (at most 30 s) for the
+    other repository's upload to start too, and records whether it did. Serial prefetching
+    can never make both meet.
+    """
+    directory.mkdir()
+    hook = directory / "hook.sh"
+    hook.write_text(
+        textwrap.dedent(
+            f"""\
+            #!/bin/sh
+            me=$(basename "$PWD")
+            touch "{directory}/started-$me"
+            i=0
+            while [ $i -lt 300 ]; do
+                others=$(ls "{directory}" | grep '^started-' | grep -cv "started-$me$")
+                if [ "$others" -gt 0 ]; then touch "{directory}/met-$me"; break; fi
+                sleep 0.1; i=$((i + 1))
+            done
+            exec "$@"
+            """
+        )
+    )
+    hook.chmod(0o755)
+    with open(os.environ["GIT_CONFIG_GLOBAL"], "a") as config:
+        config.write(f"[uploadpack]\n\tpackObjectsHook = {hook}\n")
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["no-xdist", "xdist"])
+def test_prefetch_clones_several_repositories_at_once(
+    pytester: pytest.Pytester,
+    cache_dir: Path,
+    tmp_path: Path,
+    two_projects: dict[str, Any],
+    workers: list[str],
+) -> None:
+    meeting = tmp_path / "meeting"
+    rendezvous_hook(meeting)
+    p = two_projects
+    write_tests(
+        pytester,
+        """
+        @pytest.mark.worktree(URL_A, A1)
+        def test_a(repo_worktree):
+            pass
+
+        @pytest.mark.worktree(URL_B, B1)
+        def test_b(repo_worktree):
+            pass
+        """,
+        URL_A=p["URL_A"],
+        URL_B=p["URL_B"],
+        A1=p["A1"],
+        B1=p["B1"],
+    )
+    run(pytester, cache_dir, *workers).assert_outcomes(passed=2)
+    names = {p["A"].path.name, p["B"].path.name}
+    assert {f.name for f in meeting.glob("started-*")} == {f"started-{n}" for n in names}
+    assert {f.name for f in meeting.glob("met-*")} == {f"met-{n}" for n in names}, (
+        "the two clones did not overlap"
+    )
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["no-xdist", "xdist"])
+def test_deselected_tests_are_not_prefetched(
+    pytester: pytest.Pytester,
+    cache_dir: Path,
+    trace_file: Path,
+    two_projects: dict[str, Any],
+    workers: list[str],
+) -> None:
+    p = two_projects
+    write_tests(
+        pytester,
+        """
+        @pytest.mark.worktree(URL_A, A1)
+        def test_a(repo_worktree):
+            pass
+
+        @pytest.mark.worktree(URL_B, B1)
+        def test_b(repo_worktree):
+            pass
+        """,
+        URL_A=p["URL_A"],
+        URL_B=p["URL_B"],
+        A1=p["A1"],
+        B1=p["B1"],
+    )
+    run(pytester, cache_dir, "-k", "test_a", *workers).assert_outcomes(passed=1)
+    assert upload_packs(trace_file, p["A"].path) == 1
+    assert upload_packs(trace_file, p["B"].path) == 0
 
 
 def test_no_marker_no_prefetch(

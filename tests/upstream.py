@@ -138,6 +138,25 @@ def count_git_commands(trace: Path, name: str) -> int:
     return count
 
 
+def upload_packs(trace: Path, served: Path) -> int:
+    """How many ``git upload-pack`` processes served the repository at ``served`` (the network,
+    for a ``file://`` upstream; a local fetch from the cache runs one too, serving the cache)."""
+    if not trace.exists():
+        return 0
+    count = 0
+    for line in trace.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        argv = event.get("argv") or []
+        if event.get("event") != "start" or not any("upload-pack" in arg for arg in argv):
+            continue
+        if Path(argv[-1].strip("'")).resolve() == served.resolve():
+            count += 1
+    return count
+
+
 def truncate_pack(git_dir: Path) -> None:
     """Cut a repository's only pack in half, as a full disk or a killed copy would."""
     (pack,) = (git_dir / "objects" / "pack").glob("*.pack")

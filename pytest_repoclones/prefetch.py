@@ -1,0 +1,92 @@
+"""Warm the cache with every (url, commit) that markers declare, once, before any test runs.
+
+Without xdist the session prefetches right after collection. Under xdist the controller does
+it: it collects nothing itself, so each worker writes what it collected to a file in a
+directory the controller handed out, and the controller, told by xdist that the worker's
+collection is finished, fetches what is new before it schedules a single test. Workers wait
+idle meanwhile rather than race each other for the same repository's lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from .markers import declarations
+from .store import RepoStore
+
+__all__ = ["Wanted", "declared", "prefetch", "read_declared", "write_declared"]
+
+log = logging.getLogger("pytest_repoclones")
+
+#: url -> commits (``None`` for the remote's default branch), in the order first declared.
+Wanted = dict[str, list[str | None]]
+
+#: Repositories warmed at once; each is a git process or two, mostly waiting on the network.
+PARALLEL_REPOSITORIES = 8
+
+
+def declared(items: Iterable[pytest.Item]) -> Wanted:
+    """What the markers of ``items`` ask for; malformed markers are that test's error."""
+    wanted: Wanted = {}
+    for url, commit in declarations(items):
+        commits = wanted.setdefault(url, [])
+        if commit not in commits:
+            commits.append(commit)
+    return wanted
+
+
+def prefetch(store: RepoStore, wanted: Mapping[str, Sequence[str | None]]) -> None:
+    """Clone and fetch everything in ``wanted``, repositories in parallel, each commit once.
+
+    Failures are logged, never raised: prefetching only saves time, and the test that needs
+    the commit reports the error with its own context when it runs.
+    """
+    if not wanted:
+        return
+
+    def warm(url: str) -> None:
+        for commit in wanted[url]:
+            try:
+                store.resolve(url, commit)
+            except Exception as exc:  # noqa: BLE001 - on the controller, raising would end the run
+                log.warning("repoclones: prefetch of %s failed: %s", commit, exc)
+
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_REPOSITORIES, len(wanted))) as pool:
+        list(pool.map(warm, wanted))
+
+
+def write_declared(path: Path, wanted: Wanted) -> bool:
+    """Hand ``wanted`` to the controller; False if the file could not be written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(wanted))
+        # Whole or absent: the controller reads it only after this worker reported its
+        # collection finished, but a half-written file must never parse as a shorter list.
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("repoclones: cannot hand declared commits to the controller: %s", exc)
+        return False
+    return True
+
+
+def read_declared(path: Path) -> Wanted:
+    """What a worker wrote with :func:`write_declared`; empty if it wrote nothing usable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("repoclones: no declared commits from %s: %s", path.name, exc)
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        url: [c for c in commits if c is None or isinstance(c, str)]
+        for url, commits in data.items()
+        if isinstance(url, str) and isinstance(commits, list)
+    }

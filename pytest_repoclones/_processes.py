@@ -19,10 +19,20 @@ def process_start_time(pid: int) -> str:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is running; a zombie, killed but not yet reaped, is dead.
+
+    A SIGKILLed xdist worker stays a zombie until its parent (often a container's init, which
+    may never reap) collects it: signal 0 still reaches it, so only its state tells.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: trust the signal
+    return state not in (b"Z", b"X")

@@ -240,12 +240,13 @@ def test_killed_lock_holder_does_not_block(
     wait_until(lambda: not processes_using(upstream.path), 10, "the parked upload-pack to end")
 
 
+@pytest.mark.parametrize("reaped", [True, False], ids=["reaped", "zombie"])
 def test_killed_worktree_owner_is_pruned_live_one_kept(
-    upstream: Upstream, cache_dir: Path, tmp_path: Path
+    upstream: Upstream, cache_dir: Path, tmp_path: Path, reaped: bool
 ) -> None:
     """A process killed after `worktree add`, before teardown: the next new RepoStore to use
     the repository prunes its registration and branch, and leaves alone the worktree of a
-    process that is still alive."""
+    process that is still alive. A killed process not yet reaped (a zombie) counts as dead."""
     c1, c2 = upstream.rev("v1.0^{commit}"), upstream.rev("v1.1")
     args = {"cache": str(cache_dir), "url": upstream.url}
     with ChildGroup(tmp_path / "logs") as group:
@@ -253,7 +254,7 @@ def test_killed_worktree_owner_is_pruned_live_one_kept(
         dead = json.loads(victim.wait_ready())
         alive = group.start("hold-worktree", {**args, "commit": c2, "path": str(tmp_path / "a")})
         live = json.loads(alive.wait_ready())
-        victim.kill()
+        victim.kill(reap=reaped)
 
         fresh = RepoStore(cache_dir, timeout=60, lock_timeout=20)
         git_dir = fresh.git_dir(upstream.url)

@@ -111,10 +111,14 @@ class LineChild:
             raise AssertionError(f"failed: {self.describe()}")
         return result
 
-    def kill(self) -> None:
-        """SIGKILL (as a crash would) and reap."""
+    def kill(self, *, reap: bool = True) -> None:
+        """SIGKILL (as a crash would) and reap; without ``reap`` it stays a zombie until the
+        next ``kill()``, as a worker whose parent (a container's init, say) does not reap."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
+        if not reap:
+            wait_until(lambda: _state(self.proc.pid) == "Z", timeout=10, what="a zombie")
+            return
         try:
             self.proc.wait(10)
         finally:
@@ -246,6 +250,14 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.02
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def _state(pid: int) -> str:
+    """The process state letter from /proc (Z: zombie), or "" if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def pack_objects_hook(directory: Path, *, delay: float = 0.0, hold: bool = False) -> Path:

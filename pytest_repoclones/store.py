@@ -5,7 +5,7 @@ Cache layout (``cache_dir``)::
     CACHEDIR.TAG              tells backup tools to skip the cache
     repos/<name>-<hash>.git/  one bare repository per canonical URL
         repoclones.json       completion marker and metadata, written before publishing
-        repoclones-refreshed  id of the last session that refreshed branches and tags
+        repoclones-refreshed  ids of the latest sessions that refreshed branches and tags
     locks/<name>-<hash>.lock  the per-repository flock; .owner names its holder
     tmp/                      clones being built; renamed into repos/ when complete
 
@@ -81,6 +81,8 @@ log = logging.getLogger("pytest_repoclones")
 
 MARKER = "repoclones.json"
 REFRESH_MARKER = "repoclones-refreshed"
+#: Sessions remembered in REFRESH_MARKER: concurrent runs each find their own id there.
+REFRESH_MEMORY = 32
 PIN_PREFIX = "refs/repoclones/pins/"
 NAMED_PREFIX = "refs/repoclones/named/"
 BRANCH_PREFIX = "repoclones/"
@@ -97,7 +99,12 @@ _OFFLINE_HINT = (
     "warm the cache first: `pytest-repoclones prefetch URL [COMMIT...]`, "
     "or one run without --repo-offline"
 )
-_UPSTREAM_REFSPECS = ("+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
+_BRANCHES_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
+# Branches are pruned (deleted upstream: gone here, and `release/2.x` can become `release`
+# without a directory/file clash), tags are not: a tag a test makes in its worktree lives in
+# the shared refs/tags, and pruning there could pull it from under a running test. Hence tags
+# through --tags (never pruned) with --force (a moved tag is updated), not through a refspec.
+_UPSTREAM_OPTIONS = ("--prune", "--tags", "--force")
 _HEAD_REFSPEC = "+HEAD:refs/remotes/origin/HEAD"
 # Written into each cached repository's own config, so git run by tests inside a worktree
 # (a commit triggers auto-gc) cannot repack or prune the shared store either.
@@ -700,7 +707,7 @@ class RepoStore:
                 "format": 1,
             }
             (tmp / MARKER).write_text(json.dumps(metadata, indent=1) + "\n")
-            (tmp / REFRESH_MARKER).write_text(self.session_id)
+            self._mark_refreshed(tmp)
             # The rename is the publication: readers see a complete clone or none at all.
             os.rename(tmp, git_dir)
             self._partial[repo.key] = clone_filter is not None
@@ -960,16 +967,27 @@ class RepoStore:
         """Fetch branches and tags, at most once per repository per session."""
         if repo.key in self._refreshed or self.offline:
             return  # offline: branches and tags are what the cache last saw
-        marker = git_dir / REFRESH_MARKER
-        if read_stripped(marker) != self.session_id:
+        if not self._refreshed_by_session(git_dir):
             with self._lock(repo).hold(f"fetch branches and tags of {repo.redacted}"):
-                if (
-                    read_stripped(marker) != self.session_id
-                ):  # another worker of this session did it
+                # Re-check under the lock: another worker of this session may have done it.
+                if not self._refreshed_by_session(git_dir):
                     self._fetch_upstream(repo, git_dir, problem="Could not fetch branches and tags")
-                    marker.write_text(self.session_id)
+                    self._mark_refreshed(git_dir)
         with self._mutex:
             self._refreshed.add(repo.key)
+
+    def _refreshed_by_session(self, git_dir: Path) -> bool:
+        return self.session_id in (read_stripped(git_dir / REFRESH_MARKER) or "").split()
+
+    def _mark_refreshed(self, git_dir: Path) -> None:
+        """Record this session (caller holds the lock, or owns the unpublished clone).
+
+        A list, not one id: with one, concurrent runs overwrote each other's id and each
+        refreshed again on its next worker.
+        """
+        marker = git_dir / REFRESH_MARKER
+        others = [s for s in (read_stripped(marker) or "").split() if s != self.session_id]
+        write_atomically(marker, "\n".join([*others[-(REFRESH_MEMORY - 1) :], self.session_id]))
 
     def _refresh_named_ref(self, repo: RepoURL, git_dir: Path, revision: Revision) -> None:
         assert revision.text is not None
@@ -984,11 +1002,11 @@ class RepoStore:
     def _fetch_upstream(
         self, repo: RepoURL, git_dir: Path, *, problem: str, clone_filter: str | None = None
     ) -> None:
-        specs = [_HEAD_REFSPEC, *_UPSTREAM_REFSPECS]
-        result = self._fetch(repo, git_dir, specs, clone_filter=clone_filter)
+        specs = [_HEAD_REFSPEC, _BRANCHES_REFSPEC]
+        result = self._fetch(repo, git_dir, specs, clone_filter=clone_filter, upstream=True)
         if not result.ok and "couldn't find remote ref HEAD" in result.stderr:
             # Remote HEAD points at a missing branch, or the remote is empty.
-            result = self._fetch(repo, git_dir, specs[1:], clone_filter=clone_filter)
+            result = self._fetch(repo, git_dir, specs[1:], clone_filter=clone_filter, upstream=True)
         if not result.ok:
             raise RemoteError(problem, url=repo.redacted, git_error=repo.scrub(result.error_line))
 
@@ -1011,7 +1029,7 @@ class RepoStore:
         # Servers without fetch-by-name (protocol v0, some mirrors): try the advertised refs.
         if repo.key not in self._refreshed:
             self._fetch_upstream(repo, git_dir, problem="Could not fetch branches and tags")
-            (git_dir / REFRESH_MARKER).write_text(self.session_id)
+            self._mark_refreshed(git_dir)
             with self._mutex:
                 self._refreshed.add(repo.key)
         if not self._exists(git_dir, sha):
@@ -1027,7 +1045,13 @@ class RepoStore:
         return self._git(["cat-file", "-e", sha], git_dir=git_dir).ok
 
     def _fetch(
-        self, repo: RepoURL, git_dir: Path, refspecs: list[str], *, clone_filter: str | None = None
+        self,
+        repo: RepoURL,
+        git_dir: Path,
+        refspecs: list[str],
+        *,
+        clone_filter: str | None = None,
+        upstream: bool = False,
     ) -> GitResult:
         if self.offline:
             raise RemoteError(
@@ -1036,7 +1060,11 @@ class RepoStore:
                 hint=_OFFLINE_HINT,
             )
         pre_args, extra_env = self._remote_auth(repo)
-        options = ["--no-tags", "--no-write-fetch-head", "--no-auto-maintenance"]
+        options = [
+            *(_UPSTREAM_OPTIONS if upstream else ["--no-tags"]),
+            "--no-write-fetch-head",
+            "--no-auto-maintenance",
+        ]
         report = None
         if self._progress is not None:
             options.append("--progress")  # git prints it only to a terminal otherwise

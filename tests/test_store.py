@@ -171,6 +171,54 @@ def test_sessions_sharing_an_id_refresh_once(
     assert count_git_commands(trace_file, "upload-pack") == 1
 
 
+def test_concurrent_runs_each_refresh_once(
+    cache_dir: Path, upstream: Upstream, trace_file: Path
+) -> None:
+    """Two runs interleaving on one cache: a later worker of either run does not refresh again
+    because the other run refreshed in between."""
+    RepoStore(cache_dir, session_id="run-1").resolve(upstream.url, "main")  # clone
+    RepoStore(cache_dir, session_id="run-2").resolve(upstream.url, "main")  # refresh
+    assert count_git_commands(trace_file, "upload-pack") == 2
+    RepoStore(cache_dir, session_id="run-1").resolve(upstream.url, "feature")
+    RepoStore(cache_dir, session_id="run-2").resolve(upstream.url, None)
+    assert count_git_commands(trace_file, "upload-pack") == 2
+    for n in range(40):  # older runs are forgotten, the newest kept
+        RepoStore(cache_dir, session_id=f"later-{n}").resolve(upstream.url, "main")
+    RepoStore(cache_dir, session_id="later-39").resolve(upstream.url, "main")
+    assert count_git_commands(trace_file, "upload-pack") == 42
+    RepoStore(cache_dir, session_id="run-1").resolve(upstream.url, "main")
+    assert count_git_commands(trace_file, "upload-pack") == 43
+
+
+def test_branches_deleted_upstream_are_gone_after_refresh(
+    cache_dir: Path, upstream: Upstream, tmp_path: Path
+) -> None:
+    """A branch deleted upstream is not served by the next session, and a new branch named
+    like its parent directory (release/2.x -> release) does not clash with the old one."""
+    c1 = upstream.rev("v1.0^{commit}")
+    upstream.set_ref("refs/heads/release/2.x", c1)
+    first = RepoStore(cache_dir, session_id="one")
+    kept = first.add_worktree(upstream.url, "release/2.x", tmp_path / "kept")
+    first_tag = first.git_dir(upstream.url) / "refs" / "tags" / "local-only"
+    first_tag.write_text(c1 + "\n")  # a tag made in the shared cache by a test's worktree
+    upstream.delete_ref("refs/heads/release/2.x")
+    upstream.set_ref("refs/heads/release", upstream.rev("main"))
+    upstream.set_ref("refs/tags/v1.1", c1)  # a moved tag is followed
+
+    second = RepoStore(cache_dir, session_id="two")
+    with pytest.raises(CommitNotFoundError, match=r"release/2\.x"):
+        second.resolve(upstream.url, "release/2.x")
+    assert second.resolve(upstream.url, "release") == upstream.rev("main")
+    assert second.resolve(upstream.url, None) == upstream.rev("main")
+    assert second.resolve(upstream.url, "v1.1") == c1
+    # Tags are never pruned: one a test made in the shared cache survives.
+    assert second.resolve(upstream.url, "local-only") == c1
+    # The worktree made from the deleted branch is untouched, its commit still served.
+    assert head_of(kept) == c1
+    assert second.resolve(upstream.url, c1) == c1
+    first.remove_worktree(kept)
+
+
 def test_missing_commit_is_fetched_once(
     store: RepoStore, upstream: Upstream, trace_file: Path, tmp_path: Path
 ) -> None:

@@ -53,6 +53,15 @@ class RepoClonesError(Exception):
             message = f"{message}\n  hint: {self.hint}"
         return message
 
+    def add_context(self, *, url: str | None, commit: object) -> None:
+        """Name the repository and commit that a lower layer did not know about, so that
+        every error the user sees says which request failed (``url`` must be redacted)."""
+        if self.url is None and url is not None:
+            self.url = url
+        if self.commit is None and isinstance(commit, str):
+            self.commit = commit
+        self.args = (self._message(),)
+
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only arguments do not survive the default pickling, and xdist/multiprocessing
         # users pickle exceptions across processes.

@@ -36,7 +36,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -212,9 +212,10 @@ class RepoStore:
     def resolve(self, url: str | os.PathLike[str], commit: str | None = None) -> str:
         """Full object name of the commit ``commit`` names, fetching only if needed."""
         repo = self._parse_url(url)
-        revision = parse_revision(commit)
-        git_dir = self._ensure(repo)
-        return self._resolve(repo, git_dir, revision)
+        with _context(repo, commit):
+            revision = parse_revision(commit)
+            git_dir = self._ensure(repo)
+            return self._resolve(repo, git_dir, revision)
 
     def add_worktree(
         self,
@@ -235,6 +236,19 @@ class RepoStore:
         commit and its ancestors: no other branch, tag, remote or reflog can leak the future.
         """
         repo = self._parse_url(url)
+        with _context(repo, commit):
+            return self._add_worktree(repo, url, commit, path, branch, sparse, isolate)
+
+    def _add_worktree(
+        self,
+        repo: RepoURL,
+        url: str | os.PathLike[str],
+        commit: str | None,
+        path: str | os.PathLike[str],
+        branch: str | None,
+        sparse: Sequence[str] | None,
+        isolate: bool,
+    ) -> Worktree:
         revision = parse_revision(commit)
         target = self._check_new_worktree_path(path, repo, commit)
         sparse_args = _sparse_arguments(sparse)
@@ -1322,6 +1336,16 @@ class RepoStore:
             timeout=self.timeout,
             stdin=stdin,
         )
+
+
+@contextlib.contextmanager
+def _context(repo: RepoURL, commit: object) -> Iterator[None]:
+    """Errors raised inside name the repository and the commit asked for."""
+    try:
+        yield
+    except RepoClonesError as exc:
+        exc.add_context(url=repo.redacted, commit=commit)
+        raise
 
 
 def _init_bare_repository(path: Path) -> None:

@@ -431,3 +431,27 @@ def test_cache_dir_that_is_a_file_is_a_clear_error(tmp_path: Path, upstream: Ups
     not_a_dir.write_text("x")
     with pytest.raises(RepoClonesError, match="cache-file"):
         RepoStore(not_a_dir).clone(upstream.url)
+
+
+@pytest.mark.parametrize(
+    ("commit", "error"),
+    [("main~1", InvalidInputError), ("v1.0", RemoteError), (None, RemoteError)],
+    ids=["invalid-commit", "clone-fails", "default-branch"],
+)
+def test_every_error_names_the_repository_and_the_commit(
+    store: RepoStore, tmp_path: Path, commit: str | None, error: type[Exception]
+) -> None:
+    """Even when the failure comes before the commit matters (the URL's clone) or is about
+    the commit alone (its syntax), the message says which request failed."""
+    url = "https://user:s3cret@127.0.0.1:1/org/repo.git"
+    for call in (
+        lambda: store.resolve(url, commit),
+        lambda: store.add_worktree(url, commit, tmp_path / "wt"),
+    ):
+        with pytest.raises(error) as info:
+            call()
+        message = str(info.value)
+        assert "repository https://user:***@127.0.0.1:1/org/repo.git" in message
+        if commit is not None:
+            assert f"commit {commit!r}" in message
+        assert "s3cret" not in message

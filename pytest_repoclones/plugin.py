@@ -23,6 +23,8 @@ from .worktree import Worktree
 SETTINGS_KEY = pytest.StashKey[Settings]()
 STORE_KEY = pytest.StashKey[RepoStore]()
 FAILED_KEY = pytest.StashKey[bool]()
+FACTORY_KEY = pytest.StashKey[WorktreeFactory]()
+PENDING_KEY = pytest.StashKey[WorktreeFactory]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -181,21 +183,48 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if report.failed and report.when in ("setup", "call"):
+    keep = item.config.stash[SETTINGS_KEY].keep
+    factory = item.stash.get(FACTORY_KEY, None)
+    if report.when == "teardown":
+        pending = item.stash.get(PENDING_KEY, None)
+        if pending is not None:
+            del item.stash[PENDING_KEY]
+            _settle_pending(pending, report)
+        return report
+    first_failure = report.failed and not item.stash.get(FAILED_KEY, False)
+    if report.failed:
         item.stash[FAILED_KEY] = True
-    factory = getattr(item, "funcargs", {}).get("worktree")
-    settings = item.config.stash[SETTINGS_KEY]
-    keep = settings.keep == "all" or (settings.keep == "failed" and report.failed)
-    if isinstance(factory, WorktreeFactory) and factory.made and keep and report.when == "call":
-        report.sections.append(
-            (
-                "repoclones: kept worktrees",
-                "\n".join(
-                    f"{wt.path}  (branch {wt.branch}, commit {wt.commit})" for wt in factory.made
-                ),
-            )
-        )
+    # The section goes on the report that failed (setup or call), or, with keep=all, on the
+    # call report; the fixture's teardown has not run yet, so factory.made is complete.
+    passed_call = report.when == "call" and not report.failed
+    if (
+        factory is not None
+        and keep != "none"
+        and (first_failure or (keep == "all" and passed_call))
+    ):
+        _show_kept(report, factory.made)
     return report
+
+
+def _show_kept(report: pytest.TestReport, worktrees: list[Worktree]) -> None:
+    """Where to look: the failure report lists every worktree the test keeps."""
+    if worktrees:
+        lines = (f"{wt.path}  (branch {wt.branch}, commit {wt.commit})" for wt in worktrees)
+        report.sections.append(("repoclones: kept worktrees", "\n".join(lines)))
+
+
+def _settle_pending(factory: WorktreeFactory, report: pytest.TestReport) -> None:
+    """--repo-keep=failed, for a test that passed until teardown: only now, with the teardown
+    report made, is it known whether another fixture's teardown failed it."""
+    if report.failed:
+        _show_kept(report, factory.made)
+        factory.cleanup(keep=True)
+        return
+    try:
+        factory.cleanup(keep=False)
+    except RepoClonesError as exc:
+        report.outcome = "failed"
+        report.longrepr = f"repoclones: {exc}"
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -227,9 +256,14 @@ def worktree(
         lambda name: tmp_path_factory.mktemp(name, numbered=True),
         request.node.name,
     )
+    request.node.stash[FACTORY_KEY] = factory
     yield factory
     keep = request.config.stash[SETTINGS_KEY].keep
     failed = request.node.stash.get(FAILED_KEY, False)
+    if keep == "failed" and not failed:
+        # A later fixture teardown may still fail the test: decide in its teardown report.
+        request.node.stash[PENDING_KEY] = factory
+        return
     factory.cleanup(keep=keep == "all" or (keep == "failed" and failed))
 
 

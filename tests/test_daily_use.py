@@ -287,6 +287,63 @@ def test_keep_failed_keeps_only_the_failing_tests_worktrees(
     assert rows["passes"][0]["path"] not in output
 
 
+KEEP_FIXTURE_ERRORS = """
+@pytest.fixture
+def breaks_in_setup(worktree):
+    record(worktree(URL, "v1.0"), test="setup")
+    raise RuntimeError("setup broke")
+
+
+@pytest.fixture
+def breaks_in_teardown(worktree):
+    record(worktree(URL, "v1.1"), test="teardown")
+    yield
+    raise RuntimeError("teardown broke")
+
+
+@pytest.fixture
+def clean(worktree):
+    record(worktree(URL, "main"), test="clean")
+
+
+def test_setup_error(breaks_in_setup):
+    pass
+
+
+def test_teardown_error(breaks_in_teardown):
+    pass
+
+
+def test_clean(clean):
+    pass
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["no-xdist", "xdist"])
+def test_keep_failed_keeps_and_shows_worktrees_of_fixture_errors(
+    pytester: pytest.Pytester, upstream: Upstream, cache_dir: Path, workers: list[str]
+) -> None:
+    """A test that errors in setup or in teardown failed too: its worktrees are kept and the
+    error's report says where they are; a clean test's worktree is removed."""
+    write_tests(pytester, KEEP_FIXTURE_ERRORS, URL=upstream.url)
+    result = run(pytester, cache_dir, "--repo-keep=failed", *workers)
+    result.assert_outcomes(passed=2, errors=2)
+    rows = {row["test"]: row for row in records(pytester)}
+    output = result.stdout.str()
+    assert output.count("repoclones: kept worktrees") == 2
+    for name in ("setup", "teardown"):
+        row = rows[name]
+        assert Path(row["path"]).is_dir(), name
+        shown = f"{row['path']}  (branch {row['branch']}, commit {row['commit']})"
+        report = output.split(f"ERROR at {name} of test_{name}_error")[1].split("\n___")[0]
+        assert shown in report, (name, report)
+    assert not Path(rows["clean"]["path"]).exists()
+    store = make_store(cache_dir)
+    assert sorted(store.test_branches(upstream.url)) == sorted(
+        rows[name]["branch"] for name in ("setup", "teardown")
+    )
+
+
 def test_keep_all_keeps_every_worktree(
     pytester: pytest.Pytester, upstream: Upstream, cache_dir: Path
 ) -> None:

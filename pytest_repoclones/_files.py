@@ -3,9 +3,11 @@ files atomically, making a reused worktree's permissions those of a fresh checko
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ __all__ = [
     "clear_worktree_state",
     "leave_directory",
     "normalize_modes",
+    "read_json",
     "read_stripped",
     "rmtree",
     "write_atomically",
@@ -84,9 +87,18 @@ def _chmod_if(path: str, wanted: Callable[[int], int]) -> None:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    """Whole or absent: a reader never sees half a file (nor one of a killed writer)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value in ``path``, or None if it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 # Per-worktree state a test may leave in its admin dir (merges, rebases, bisects, its HEAD

@@ -10,38 +10,52 @@ from typing import Any
 import pytest
 
 from . import prefetch
+from ._files import read_json
 from .store import RepoStore
 
-__all__ = ["DECLARED_DIR", "SESSION_ID", "XdistHooks"]
+__all__ = ["EXCHANGE_DIR", "SESSION_ID", "XdistHooks", "declared_file", "stats_file"]
 
 #: Keys of ``workerinput``, the dict the controller hands each worker.
 SESSION_ID = "repoclones_session"
-DECLARED_DIR = "repoclones_declared_dir"
+#: A directory for what workers tell the controller outside xdist's own messages.
+EXCHANGE_DIR = "repoclones_exchange_dir"
+
+
+def declared_file(exchange: Path, worker: str) -> Path:
+    """The (url, commit) pairs a worker's markers declare, for the controller to prefetch."""
+    return exchange / f"{worker}.declared.json"
+
+
+def stats_file(exchange: Path, worker: str) -> Path:
+    """A worker's counters so far: what the summary gets from a worker that crashed."""
+    return exchange / f"{worker}.stats.json"
 
 
 class XdistHooks:
     """Controller side: hand workers the run's session id, prefetch what they declare before
-    any test is scheduled, gather their counters."""
+    any test is scheduled, gather their counters (from the file of a crashed one)."""
 
     def __init__(self, session_id: str, store: RepoStore) -> None:
         self.session_id = session_id
         self.store = store
         self.worker_stats: list[dict[str, Any]] = []
-        self._declared_dir: Path | None = None
+        #: Workers that ended without their final counters; the summary says so.
+        self.crashed: list[str] = []
+        self._exchange: Path | None = None
         self._prefetched: set[tuple[str, str | None]] = set()
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[SESSION_ID] = self.session_id
-        if self._declared_dir is None:
-            self._declared_dir = Path(tempfile.mkdtemp(prefix="repoclones-declared-"))
-        node.workerinput[DECLARED_DIR] = str(self._declared_dir)
+        if self._exchange is None:
+            self._exchange = Path(tempfile.mkdtemp(prefix="repoclones-xdist-"))
+        node.workerinput[EXCHANGE_DIR] = str(self._exchange)
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         # xdist schedules no test until every worker has reported its collection, and this hook
         # runs in its event loop: blocking here is what keeps workers from starting early.
-        if self._declared_dir is None:
+        if self._exchange is None:
             return
-        wanted = prefetch.read_declared(self._declared_dir / f"{node.gateway.id}.json")
+        wanted = prefetch.read_declared(declared_file(self._exchange, node.gateway.id))
         new: prefetch.Wanted = {}
         for url, commits in wanted.items():
             for commit in commits:
@@ -51,12 +65,15 @@ class XdistHooks:
         prefetch.prefetch(self.store, new)
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        # A crashed worker has no workeroutput: its counters are lost, the summary is not.
         output = getattr(node, "workeroutput", None) or {}
         rows = output.get("repoclones_stats")
+        if not isinstance(rows, list) and self._exchange is not None:
+            # Crashed: no workeroutput, only the counters it wrote after its last report.
+            self.crashed.append(node.gateway.id)
+            rows = read_json(stats_file(self._exchange, node.gateway.id))
         if isinstance(rows, list):
             self.worker_stats.extend(row for row in rows if isinstance(row, dict))
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        if self._declared_dir is not None:
-            shutil.rmtree(self._declared_dir, ignore_errors=True)
+        if self._exchange is not None:
+            shutil.rmtree(self._exchange, ignore_errors=True)

@@ -71,8 +71,11 @@ def declarations(items: Iterable[pytest.Item]) -> Iterator[tuple[str, str | None
     """Every (url, commit) the markers of ``items`` declare, a list of commits unrolled.
 
     Malformed markers and commits that are not strings are skipped: the test reports them.
+    So are tests marked ``skip``, which never run (``skipif`` is only decided at setup).
     """
     for item in items:
+        if item.get_closest_marker("skip") is not None:
+            continue
         for marker in item.iter_markers("worktree"):
             try:
                 url, commit, _ = _parse(marker)

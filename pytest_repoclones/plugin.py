@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from . import markers, prefetch, summary
-from ._xdist import DECLARED_DIR, SESSION_ID, XdistHooks
+from ._files import write_atomically
+from ._xdist import EXCHANGE_DIR, SESSION_ID, XdistHooks, declared_file, stats_file
 from .errors import RepoClonesError
 from .factory import WorktreeFactory
 from .settings import CACHE_DIR_ENV, KEEP_CHOICES, OFFLINE_ENV, Settings
@@ -169,13 +171,26 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     wanted = prefetch.declared(session.items)
     if not wanted:
         return
-    workerinput = getattr(session.config, "workerinput", None) or {}
-    handover = workerinput.get(DECLARED_DIR)
-    if handover is not None:
-        path = Path(handover) / f"{workerinput['workerid']}.json"
-        if prefetch.write_declared(path, wanted):
-            return  # the controller prefetches before it schedules any test
+    exchange = _exchange_file(session.config, declared_file)
+    if exchange is not None and prefetch.write_declared(exchange, wanted):
+        return  # the controller prefetches before it schedules any test
     prefetch.prefetch(session.config.stash[STORE_KEY], wanted)
+
+
+def _exchange_file(config: pytest.Config, name: Callable[[Path, str], Path]) -> Path | None:
+    """On an xdist worker, its file ``name`` in the directory the controller handed out."""
+    workerinput = getattr(config, "workerinput", None) or {}
+    exchange = workerinput.get(EXCHANGE_DIR)
+    return None if exchange is None else name(Path(exchange), workerinput["workerid"])
+
+
+def _save_counters(config: pytest.Config) -> None:
+    """Counters so far, for the summary in case this xdist worker crashes before it sends its
+    final ones (a few hundred bytes per report)."""
+    path = _exchange_file(config, stats_file)
+    if path is not None:
+        with contextlib.suppress(OSError):
+            write_atomically(path, json.dumps(summary.collect(config.stash[STORE_KEY])))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -183,6 +198,7 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    _save_counters(item.config)
     keep = item.config.stash[SETTINGS_KEY].keep
     factory = item.stash.get(FACTORY_KEY, None)
     if report.when == "teardown":

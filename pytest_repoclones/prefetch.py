@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from ._files import read_json, write_atomically
 from .markers import declarations
 from .store import RepoStore
 
@@ -64,12 +64,8 @@ def prefetch(store: RepoStore, wanted: Mapping[str, Sequence[str | None]]) -> No
 
 def write_declared(path: Path, wanted: Wanted) -> bool:
     """Hand ``wanted`` to the controller; False if the file could not be written."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(wanted))
-        # Whole or absent: the controller reads it only after this worker reported its
-        # collection finished, but a half-written file must never parse as a shorter list.
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(wanted))
     except OSError as exc:
         log.warning("repoclones: cannot hand declared commits to the controller: %s", exc)
         return False
@@ -78,12 +74,9 @@ def write_declared(path: Path, wanted: Wanted) -> bool:
 
 def read_declared(path: Path) -> Wanted:
     """What a worker wrote with :func:`write_declared`; empty if it wrote nothing usable."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        log.warning("repoclones: no declared commits from %s: %s", path.name, exc)
-        return {}
+    data = read_json(path)
     if not isinstance(data, dict):
+        log.warning("repoclones: no declared commits in %s", path.name)
         return {}
     return {
         url: [c for c in commits if c is None or isinstance(c, str)]

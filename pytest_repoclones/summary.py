@@ -62,11 +62,13 @@ def write(terminalreporter: Any, config: pytest.Config, store: RepoStore) -> Non
     """One line by default, a table per repository with -v; nothing if no test used one."""
     rows = collect(store)
     xdist = config.pluginmanager.get_plugin("repoclones-xdist")
+    crashed: list[str] = []
     if xdist is not None:
         rows.extend(xdist.worker_stats)
+        crashed = xdist.crashed
     repos = _merge(rows)
-    if not repos or not any(r["worktrees"] or r["clones"] or r["fetches"] for r in repos):
-        return
+    if not any(r["worktrees"] for r in repos):
+        return  # prefetching alone (tests skipped or deselected) is not worth a summary
     total = {name: sum(r[name] for r in repos) for name in _COUNTERS}
     sizes = {r["git_dir"]: _size(Path(r["git_dir"])) for r in repos}
     write_line = terminalreporter.write_line
@@ -83,9 +85,14 @@ def write(terminalreporter: Any, config: pytest.Config, store: RepoStore) -> Non
                 f"{r['cache_hits']:>5} {r['git_seconds']:>7.2f} {_human(sizes[r['git_dir']]):>10}"
             )
     write_line(
-        f"{total['worktrees']} worktrees from {len(repos)} "
+        f"{_count(total['worktrees'], 'worktree')} from {len(repos)} "
         f"repositor{'y' if len(repos) == 1 else 'ies'}: {_count(total['clones'], 'clone')}, "
         f"{_count(total['fetches'], 'fetch')}, {_count(total['cache_hits'], 'cache hit')}, "
         f"{total['git_seconds']:.1f} s in git; cache {_human(sum(sizes.values()))} "
         f"in {store.cache_dir}"
     )
+    if crashed:
+        write_line(
+            f"(crashed worker{'s' if len(crashed) > 1 else ''} {', '.join(crashed)}: "
+            "counted up to its last test report)"
+        )

@@ -1057,22 +1057,39 @@ def summary_counts(result: pytest.RunResult) -> dict[str, str]:
 
 
 def test_no_summary_when_no_test_used_a_worktree(
-    pytester: pytest.Pytester, cache_dir: Path
+    pytester: pytest.Pytester, upstream: Upstream, cache_dir: Path, trace_file: Path
 ) -> None:
-    pytester.makepyfile(
+    """Not even when the only test declaring one was skipped after its commit was prefetched."""
+    write_tests(
+        pytester,
         """
         def test_plain():
             pass
 
         def test_store_only(repo_store):
             assert repo_store.cache_dir
-        """
+
+        @pytest.mark.skipif(True, reason="decided at setup, after prefetching")
+        @pytest.mark.worktree(URL, C1)
+        def test_skipped(repo_worktree):
+            pass
+
+        @pytest.mark.skip(reason="never runs, never prefetched")
+        @pytest.mark.worktree(URL, PR)
+        def test_never(repo_worktree):
+            pass
+        """,
+        URL=upstream.url,
+        C1=upstream.rev("v1.0^{commit}"),
+        PR=upstream.rev("refs/pull/7/head"),
     )
-    for args in ((), ("-v",)):
+    for args in ((), ("-v",), ("-n", "2")):
         result = run(pytester, cache_dir, *args)
-        result.assert_outcomes(passed=2)
+        result.assert_outcomes(passed=2, skipped=2)
         assert summary_lines(result) == []
         assert not any(re.match(r"^-+ repoclones -+$", line) for line in result.stdout.lines)
+    # The clone for test_skipped, once; the pull-request commit of test_never: never.
+    assert upload_packs(trace_file, upstream.path) == 1
 
 
 def test_summary_is_one_line_with_correct_counts(
@@ -1147,9 +1164,11 @@ def test_summary_counts_singular(
         URL=upstream.url,
         PR=upstream.rev("refs/pull/7/head"),
     )
-    counts = summary_counts(run(pytester, cache_dir))
+    result = run(pytester, cache_dir)
+    counts = summary_counts(result)
     assert (counts["worktrees"], counts["repos"], counts["clones"]) == ("1", "1", "1")
     assert (counts["fetches"], counts["hits"]) == ("1", "0")
+    result.stdout.fnmatch_lines(["1 worktree from 1 repository: 1 clone, 1 fetch, 0 cache hits,*"])
 
 
 def test_summary_table_with_verbose(

@@ -64,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors: argparse already printed
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     cache_dir, source = resolve_cache_dir(args.cache_dir)
+    if cache_dir.exists() and not cache_dir.is_dir():
+        # Not "no cached repositories": that would tell a wrong setting from an empty cache.
+        _warn(f"{PROG}: error: the cache directory {cache_dir} (from {source}) is not a directory")
+        return 2
     # Progress of long clones and fetches, for a person watching (not for CI logs).
     progress = _warn if sys.stderr.isatty() else None
     admin = CacheAdmin(cache_dir, notice=_warn, progress=progress)

@@ -607,3 +607,18 @@ def test_clear_refuses_an_entry_in_use(
     assert urls_in_cache(run) == [busy.url]
     assert (worktree.path / "README.md").is_file()
     store.remove_worktree(worktree)
+
+
+@pytest.mark.parametrize(
+    "command", [["list"], ["gc", "--max-size", "1G"], ["verify"], ["clear", "--all"]]
+)
+def test_a_file_as_the_cache_directory_is_an_error_not_an_empty_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    not_a_dir = tmp_path / "cache"
+    not_a_dir.write_text("oops\n")
+    status = cli.main([f"--cache-dir={not_a_dir}", *command])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert f"{not_a_dir} (from --cache-dir) is not a directory" in err
+    assert not_a_dir.read_text() == "oops\n"

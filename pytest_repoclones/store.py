@@ -38,7 +38,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._files import (
     clear_worktree_state,
@@ -66,7 +66,7 @@ from .errors import (
     RepoClonesError,
     WorktreeError,
 )
-from .health import find_problem
+from .health import damaged_object_line, find_problem, names_damaged_file
 from .revisions import Revision, check_branch_name, parse_revision
 from .stats import RepoStats
 from .urls import DEFAULT_PROTOCOLS, RepoURL, parse_url, redact
@@ -78,6 +78,8 @@ if TYPE_CHECKING:
 __all__ = ["RepoStore"]
 
 log = logging.getLogger("pytest_repoclones")
+
+_T = TypeVar("_T")
 
 MARKER = "repoclones.json"
 REFRESH_MARKER = "repoclones-refreshed"
@@ -133,6 +135,23 @@ _REPO_CONFIG = """\
 _MAIN_WORKTREE_CONFIG = "[core]\n\tbare = true\n"
 # Phrases git uses when the remote answered but has no such object or ref.
 _NOT_FOUND_PHRASES = ("not our ref", "couldn't find remote ref", "no such remote ref")
+# A fetch's connectivity check found objects missing: the remote sent too little, or (what we
+# check with fsck) the cache lost an object the remote assumed we have.
+_INCOMPLETE_FETCH = "did not send all necessary objects"
+_DAMAGED = "git cannot read some of its objects"
+
+
+class _DamagedEntry(CacheCorruptError):
+    """git tripped over a missing or damaged object of a cache entry.
+
+    ``add_worktree`` and ``resolve`` catch it, rebuild the entry once and retry; raised again
+    after that, it reaches the caller as the CacheCorruptError it is.
+    """
+
+    git_dir: Path | None = None
+    #: The entry's completion marker when the damage was seen: another one means the entry was
+    #: rebuilt meanwhile (by another process that saw the same damage).
+    marker: str | None = None
 
 
 class RepoStore:
@@ -214,8 +233,9 @@ class RepoStore:
         repo = self._parse_url(url)
         with _context(repo, commit):
             revision = parse_revision(commit)
-            git_dir = self._ensure(repo)
-            return self._resolve(repo, git_dir, revision)
+            return self._rebuilding_once(
+                repo, commit, lambda: self._resolve(repo, self._ensure(repo), revision)
+            )
 
     def add_worktree(
         self,
@@ -237,7 +257,20 @@ class RepoStore:
         """
         repo = self._parse_url(url)
         with _context(repo, commit):
-            return self._add_worktree(repo, url, commit, path, branch, sparse, isolate)
+            return self._rebuilding_once(
+                repo,
+                commit,
+                lambda: self._add_worktree(repo, url, commit, path, branch, sparse, isolate),
+            )
+
+    def _rebuilding_once(self, repo: RepoURL, commit: object, operation: Callable[[], _T]) -> _T:
+        """Run ``operation``; if git found objects of the entry missing or damaged, rebuild the
+        entry and run it once more (a second failure is raised as it is: never a loop)."""
+        try:
+            return operation()
+        except _DamagedEntry as damage:
+            self._rebuild_damaged(repo, commit, damage)
+        return operation()
 
     def _add_worktree(
         self,
@@ -318,6 +351,7 @@ class RepoStore:
                 start = self._resolve_object(repo, git_dir, revision)
                 result = self._worktree_add(git_dir, target, branch, start)
             if not result.ok:
+                self._check_damage(repo, git_dir, result.stderr)
                 raise WorktreeError(
                     f"Could not create a worktree at {target}",
                     url=repo.redacted,
@@ -439,6 +473,8 @@ class RepoStore:
             ):  # fmt: skip
                 result = self._git(args, key=repo.key)
                 if not result.ok:
+                    # The fetch's other end is the cache entry: its complaints are its damage.
+                    self._check_damage(repo, self._git_dir(repo), result.stderr, serving=True)
                     raise WorktreeError(
                         f"Could not build an isolated repository at {target}",
                         url=repo.redacted,
@@ -552,6 +588,8 @@ class RepoStore:
         # -b, not -B: an existing branch of that name is an error, never silently moved.
         checkout = ["checkout", "--quiet", "--force", "--no-recurse-submodules", "-b", branch]
         result = self._run_in_worktree(repo, moved, [*checkout, start], check=False)
+        if not result.ok:
+            self._check_damage(repo, moved.git_dir, result.stderr)
         if not result.ok and revision.kind == "full" and "already exists" not in result.stderr:
             start = self._resolve_object(repo, moved.git_dir, revision)
             result = self._run_in_worktree(repo, moved, [*checkout, start], check=False)
@@ -563,6 +601,9 @@ class RepoStore:
                 git_error=repo.scrub(result.error_line),
             )
         try:
+            # git 2.39's checkout exits 0 after "error: Could not read <tree>", having deleted
+            # the old commit's files and written none of the new one's.
+            self._check_damage(repo, moved.git_dir, result.stderr)
             # Files the old commit tracked and the new one ignores stay behind as ignored.
             self._run_in_worktree(repo, moved, ["clean", "--quiet", "-ffdx"])
             normalize_modes(moved.path)
@@ -773,6 +814,130 @@ class RepoStore:
         log.warning("repoclones: rebuilding damaged cache entry %s: %s", git_dir, problem)
         self._discard(git_dir)
 
+    # -- objects found missing or damaged mid-operation ------------------------------------
+
+    def _check_damage(
+        self, repo: RepoURL, git_dir: Path, stderr: str, *, serving: bool = False
+    ) -> None:
+        """Raise _DamagedEntry if git said an object of the published entry is missing or
+        damaged (only ever called once git failed, or printed an error: no extra process)."""
+        if git_dir != self._git_dir(repo) or self._is_partial(repo):
+            # A clone being built is no cache entry yet; a partial clone fetches what it
+            # lacks from the remote, so a failure there is the remote's.
+            return
+        line = damaged_object_line(stderr, serving=serving)
+        if line is not None:
+            raise self._damaged(repo, git_dir, line)
+
+    def _check_fetch_damage(self, repo: RepoURL, git_dir: Path, result: GitResult) -> None:
+        """After a failed fetch into the entry: was it the entry's own damage?
+
+        A fetch's connectivity check says "Could not read X", "bad object X", "did not send
+        all necessary objects" both when the entry lost an object the remote assumed we have
+        (we advertised a descendant of it) and when a broken remote sent too little. Only the
+        first leaves a ref's history incomplete, which ``fsck --connectivity-only`` tells
+        (slow on a big repository, but this is a failure path).
+        """
+        if git_dir != self._git_dir(repo) or self._is_partial(repo):
+            return
+        line = damaged_object_line(result.stderr)
+        if line is None and _INCOMPLETE_FETCH not in result.stderr:
+            return
+        if line is None or not names_damaged_file(line):
+            fsck = self._git(
+                ["fsck", "--connectivity-only", "--no-dangling", "--no-progress"],
+                git_dir=git_dir,
+            )
+            if fsck.ok:
+                return  # the entry is whole: the remote's fault
+            missing = [
+                text
+                for text in (fsck.stdout + "\n" + fsck.stderr).splitlines()
+                if text.startswith("missing ")
+            ]
+            line = f"fsck: {missing[0]}" if missing else (line or fsck.error_line)
+        raise self._damaged(repo, git_dir, line)
+
+    def _damaged(self, repo: RepoURL, git_dir: Path, line: str) -> _DamagedEntry:
+        damage = _DamagedEntry(
+            f"Cache entry {git_dir} is damaged: {_DAMAGED}",
+            url=repo.redacted,
+            git_error=repo.scrub(line),
+            hint=f"delete {git_dir}, or run `pytest-repoclones verify --full {repo.redacted}`",
+        )
+        damage.git_dir = git_dir
+        damage.marker = read_stripped(git_dir / MARKER)
+        return damage
+
+    def _rebuild_damaged(self, repo: RepoURL, commit: object, damage: _DamagedEntry) -> None:
+        """Clone the damaged entry again, unless live worktrees use it (or we are offline)."""
+        git_dir = damage.git_dir or self._git_dir(repo)
+        asked = commit if isinstance(commit, str) else None
+        with self._lock(repo).hold(f"rebuild {repo.redacted}"):
+            if read_stripped(git_dir / MARKER) != damage.marker:
+                return  # rebuilt (or removed) by another process meanwhile: just retry
+            if self.offline:
+                raise CacheCorruptError(
+                    f"Cache entry {git_dir} is damaged ({_DAMAGED}), and --repo-offline "
+                    "forbids cloning it again",
+                    url=repo.redacted,
+                    commit=asked,
+                    git_error=damage.git_error,
+                    hint=f"run once without --repo-offline to rebuild it, or delete {git_dir}",
+                )
+            self._drop_parked(repo)  # ours, idle: they must not keep the entry alive
+            self._prune_dead_worktrees(repo, git_dir)
+            live = self.live_worktrees(repo.original)
+            if live:
+                raise CacheCorruptError(
+                    f"Cache entry {git_dir} is damaged ({_DAMAGED}) and {len(live)} "
+                    f"worktree(s) of live processes still use it, e.g. {live[0]}",
+                    url=repo.redacted,
+                    commit=asked,
+                    git_error=damage.git_error,
+                    hint=f"stop those processes, then delete {git_dir}, or run "
+                    f"`pytest-repoclones verify --full {repo.redacted}`",
+                )
+            self._replace_entry_locked(repo, git_dir, asked, damage)
+        log.warning(
+            "repoclones: rebuilt cache entry %s of %s: %s (git: %s)",
+            git_dir,
+            repo.redacted,
+            _DAMAGED,
+            damage.git_error,
+        )
+
+    def _replace_entry_locked(
+        self, repo: RepoURL, git_dir: Path, asked: str | None, damage: _DamagedEntry
+    ) -> None:
+        """Clone afresh; if that fails, put the old entry back (it still serves most commits)."""
+        aside = self.cache_dir / "tmp" / f"trash.{os.getpid()}.{secrets.token_hex(4)}"
+        os.rename(git_dir, aside)
+        try:
+            self._clone_locked(repo, git_dir)
+        except BaseException as exc:
+            if not git_dir.exists():
+                with contextlib.suppress(OSError):
+                    os.rename(aside, git_dir)
+            if not isinstance(exc, RepoClonesError):
+                raise
+            raise CacheCorruptError(
+                f"Cache entry {git_dir} is damaged ({_DAMAGED}), and cloning it again failed: "
+                f"{exc.problem}",
+                url=repo.redacted,
+                commit=asked,
+                git_error=exc.git_error or damage.git_error,
+                hint=f"once the remote is reachable, the next use rebuilds it; or delete {git_dir}",
+            ) from exc
+        rmtree(aside)
+
+    def _drop_parked(self, repo: RepoURL) -> None:
+        with self._mutex:
+            parked = self._parked.pop(repo.key, [])
+        for worktree in parked:
+            with contextlib.suppress(OSError, RepoClonesError):
+                self._remove_for_real(worktree)
+
     def _tips_without_trees(self, git_dir: Path) -> list[str] | None:
         refs = self._git(["for-each-ref", "--format=%(objectname) %(refname)"], git_dir=git_dir)
         if not refs.ok:
@@ -877,13 +1042,14 @@ class RepoStore:
 
     def _resolve_object(self, repo: RepoURL, git_dir: Path, revision: Revision) -> str:
         expr = f"{revision.text}^{{commit}}"
-        found = self._lookup(git_dir, [expr])[0]
+        found = self._lookup(git_dir, [expr], repo=repo)[0]
         if found is None:
             with self._lock(repo).hold(f"fetch {revision.text}"):
-                found = self._lookup(git_dir, [expr])[0]  # another process may have fetched it
+                # Another process may have fetched it.
+                found = self._lookup(git_dir, [expr], repo=repo)[0]
                 if found is None:
                     self._fetch_commit_locked(repo, git_dir, revision)
-                    found = self._lookup(git_dir, [expr])[0]
+                    found = self._lookup(git_dir, [expr], repo=repo)[0]
         if found is None:
             raise CommitNotFoundError(
                 "Object exists but is not a commit", url=repo.redacted, commit=revision.text
@@ -892,13 +1058,13 @@ class RepoStore:
 
     def _resolve_abbrev(self, repo: RepoURL, git_dir: Path, revision: Revision) -> str:
         expr = f"{revision.text}^{{commit}}"
-        found = self._lookup(git_dir, [expr], abbrev=revision)[0]
+        found = self._lookup(git_dir, [expr], abbrev=revision, repo=repo)[0]
         if found is None:
             self._refresh(repo, git_dir)
-            found = self._lookup(git_dir, [expr], abbrev=revision)[0]
+            found = self._lookup(git_dir, [expr], abbrev=revision, repo=repo)[0]
         if found is None:
             # A branch or tag whose name happens to look like hex.
-            found = self._lookup_name(git_dir, revision)
+            found = self._lookup_name(repo, git_dir, revision)
         if found is None:
             raise CommitNotFoundError(
                 "No commit matches this abbreviated object name",
@@ -917,7 +1083,7 @@ class RepoStore:
             self._refresh_named_ref(repo, git_dir, revision)
         else:
             self._refresh(repo, git_dir)
-        found = self._lookup_name(git_dir, revision)
+        found = self._lookup_name(repo, git_dir, revision)
         if found is None:
             what = "default branch (remote HEAD)" if revision.kind == "default" else "branch or tag"
             raise CommitNotFoundError(
@@ -932,7 +1098,7 @@ class RepoStore:
             )
         return found
 
-    def _lookup_name(self, git_dir: Path, revision: Revision) -> str | None:
+    def _lookup_name(self, repo: RepoURL, git_dir: Path, revision: Revision) -> str | None:
         name = revision.text
         if name is None:
             candidates = ["refs/remotes/origin/HEAD"]
@@ -945,7 +1111,8 @@ class RepoStore:
         else:
             # git's own order for an ambiguous short name: tags before branches.
             candidates = [f"refs/tags/{name}", f"refs/remotes/origin/{name}"]
-        for found in self._lookup(git_dir, [f"{ref}^{{commit}}" for ref in candidates]):
+        exprs = [f"{ref}^{{commit}}" for ref in candidates]
+        for found in self._lookup(git_dir, exprs, repo=repo):
             if found is not None:
                 return found
         return None
@@ -956,13 +1123,20 @@ class RepoStore:
         exprs: list[str],
         abbrev: Revision | None = None,
         kind: str = "commit",
+        repo: RepoURL | None = None,
     ) -> list[str | None]:
-        """Object names for revision expressions, None where missing; one git process."""
+        """Object names for revision expressions, None where missing; one git process.
+
+        With ``repo``, a damaged object (cat-file dies on it) raises _DamagedEntry; without,
+        it counts as missing (what the health check wants).
+        """
         result = self._git_input(
             ["cat-file", "--batch-check=%(objectname) %(objecttype)"],
             "".join(f"{expr}\n" for expr in exprs),
             git_dir=git_dir,
         )
+        if not result.ok and repo is not None:
+            self._check_damage(repo, git_dir, result.stderr)
         found: list[str | None] = []
         for line in result.stdout.splitlines():
             if line.endswith(" ambiguous") and abbrev is not None:
@@ -1010,6 +1184,8 @@ class RepoStore:
             return
         with self._lock(repo).hold(f"fetch {revision.text}"):
             result = self._fetch(repo, git_dir, [f"+{revision.text}:{local}"])
+            if not result.ok:
+                self._check_fetch_damage(repo, git_dir, result)
         if not result.ok:
             self._raise_fetch_error(repo, revision, result, "Could not fetch ref")
 
@@ -1022,6 +1198,7 @@ class RepoStore:
             # Remote HEAD points at a missing branch, or the remote is empty.
             result = self._fetch(repo, git_dir, specs[1:], clone_filter=clone_filter, upstream=True)
         if not result.ok:
+            self._check_fetch_damage(repo, git_dir, result)
             raise RemoteError(problem, url=repo.redacted, git_error=repo.scrub(result.error_line))
 
     def _fetch_commit_locked(self, repo: RepoURL, git_dir: Path, revision: Revision) -> None:
@@ -1038,6 +1215,7 @@ class RepoStore:
         result = self._fetch(repo, git_dir, [f"+{sha}:{PIN_PREFIX}{sha}"])
         if result.ok:
             return
+        self._check_fetch_damage(repo, git_dir, result)
         if not any(phrase in result.stderr for phrase in _NOT_FOUND_PHRASES):
             self._raise_fetch_error(repo, revision, result, "Could not fetch commit")
         # Servers without fetch-by-name (protocol v0, some mirrors): try the advertised refs.
@@ -1278,6 +1456,9 @@ class RepoStore:
             die_with_parent=args[0] in ("reset", "checkout"),
         )
         if check and not result.ok:
+            if not worktree.isolated:
+                # The checkout reads the cache's objects: the one place deep history is read.
+                self._check_damage(repo, worktree.git_dir, result.stderr)
             raise WorktreeError(
                 f"git {args[0]} failed in {worktree.path}",
                 url=repo.redacted,

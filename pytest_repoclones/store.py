@@ -702,7 +702,10 @@ class RepoStore:
         except OSError as exc:
             raise RepoClonesError(
                 f"Cannot use {self.cache_dir} as the repository cache: {exc.strerror or exc}",
-                hint="point --repo-cache-dir (or PYTEST_REPO_CACHE_DIR) at a writable directory",
+                hint=(
+                    "point the cache (--repo-cache-dir, the CLI's --cache-dir, or "
+                    "PYTEST_REPO_CACHE_DIR) at a writable directory"
+                ),
             ) from None
         self._layout_ready = True
 

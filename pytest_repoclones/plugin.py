@@ -27,6 +27,7 @@ STORE_KEY = pytest.StashKey[RepoStore]()
 FAILED_KEY = pytest.StashKey[bool]()
 FACTORY_KEY = pytest.StashKey[WorktreeFactory]()
 PENDING_KEY = pytest.StashKey[WorktreeFactory]()
+SAVED_COUNTERS_KEY = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -188,9 +189,13 @@ def _save_counters(config: pytest.Config) -> None:
     """Counters so far, for the summary in case this xdist worker crashes before it sends its
     final ones (a few hundred bytes per report)."""
     path = _exchange_file(config, stats_file)
-    if path is not None:
+    if path is None:
+        return
+    text = json.dumps(summary.collect(config.stash[STORE_KEY]))
+    if text != config.stash.get(SAVED_COUNTERS_KEY, None):  # tests without worktrees: no I/O
         with contextlib.suppress(OSError):
-            write_atomically(path, json.dumps(summary.collect(config.stash[STORE_KEY])))
+            write_atomically(path, text)
+            config.stash[SAVED_COUNTERS_KEY] = text
 
 
 @pytest.hookimpl(wrapper=True)

@@ -782,12 +782,17 @@ class RepoStore:
 
     def _discard(self, path: Path) -> None:
         """Move ``path`` out of the way atomically, then delete it."""
-        trash = self.cache_dir / "tmp" / f"trash.{os.getpid()}.{secrets.token_hex(4)}"
+        trash = self._trash_path()
         try:
             os.rename(path, trash)
         except OSError:
             trash = path
         rmtree(trash)
+
+    def _trash_path(self) -> Path:
+        """Where to move something before deleting it; named after this process, so that
+        :meth:`_remove_dead_trash` finishes the job if it dies."""
+        return self.cache_dir / "tmp" / f"trash.{os.getpid()}.{secrets.token_hex(4)}"
 
     def _remove_dead_trash(self) -> None:
         """Finish deleting what a process killed inside ``_discard`` left in ``tmp/trash.*``."""
@@ -914,7 +919,7 @@ class RepoStore:
         self, repo: RepoURL, git_dir: Path, asked: str | None, damage: _DamagedEntry
     ) -> None:
         """Clone afresh; if that fails, put the old entry back (it still serves most commits)."""
-        aside = self.cache_dir / "tmp" / f"trash.{os.getpid()}.{secrets.token_hex(4)}"
+        aside = self._trash_path()
         os.rename(git_dir, aside)
         try:
             self._clone_locked(repo, git_dir)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from inner import records, run
 from upstream import Upstream, count_git_commands, git, upload_packs
 
 from pytest_repoclones import RepoClonesError, RepoStore
@@ -52,23 +53,6 @@ def write_tests(pytester: pytest.Pytester, body: str, **constants: Any) -> Path:
     constants.setdefault("LOG", str(pytester.path / "records.jsonl"))
     header = "\n".join(f"{name} = {value!r}" for name, value in constants.items())
     return pytester.makepyfile(test_inner=f"{PRELUDE}\n{header}\n\n{textwrap.dedent(body)}")
-
-
-def records(pytester: pytest.Pytester) -> list[dict[str, Any]]:
-    log = pytester.path / "records.jsonl"
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-
-def run(pytester: pytest.Pytester, cache_dir: Path, *args: str) -> pytest.RunResult:
-    # One argument: pytest looks for its ini file before the plugin's options are known, and
-    # would take a separate, existing cache path for a test path (and miss pytester's ini).
-    # Unrelated plugins that happen to be installed only slow every inner start down.
-    return pytester.runpytest_subprocess(
-        f"--repo-cache-dir={cache_dir}",
-        *("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark"),
-        *args,
-        timeout=180,
-    )
 
 
 def make_store(cache_dir: Path, **kwargs: Any) -> RepoStore:
@@ -766,6 +750,23 @@ def two_projects(make_upstream: Callable[..., Upstream]) -> dict[str, Any]:
     return out
 
 
+def write_one_test_per_project(pytester: pytest.Pytester, p: dict[str, Any]) -> None:
+    """test_a declares the first commit of project A, test_b that of project B."""
+    write_tests(
+        pytester,
+        """
+        @pytest.mark.worktree(URL_A, A1)
+        def test_a(repo_worktree):
+            pass
+
+        @pytest.mark.worktree(URL_B, B1)
+        def test_b(repo_worktree):
+            pass
+        """,
+        **{name: p[name] for name in ("URL_A", "URL_B", "A1", "B1")},
+    )
+
+
 def test_xdist_controller_prefetches_before_workers_run_a_test(
     pytester: pytest.Pytester, cache_dir: Path, trace_file: Path, two_projects: dict[str, Any]
 ) -> None:
@@ -836,22 +837,7 @@ def test_prefetch_clones_several_repositories_at_once(
     meeting = tmp_path / "meeting"
     rendezvous_hook(meeting)
     p = two_projects
-    write_tests(
-        pytester,
-        """
-        @pytest.mark.worktree(URL_A, A1)
-        def test_a(repo_worktree):
-            pass
-
-        @pytest.mark.worktree(URL_B, B1)
-        def test_b(repo_worktree):
-            pass
-        """,
-        URL_A=p["URL_A"],
-        URL_B=p["URL_B"],
-        A1=p["A1"],
-        B1=p["B1"],
-    )
+    write_one_test_per_project(pytester, p)
     run(pytester, cache_dir, *workers).assert_outcomes(passed=2)
     names = {p["A"].path.name, p["B"].path.name}
     assert {f.name for f in meeting.glob("started-*")} == {f"started-{n}" for n in names}
@@ -869,22 +855,7 @@ def test_deselected_tests_are_not_prefetched(
     workers: list[str],
 ) -> None:
     p = two_projects
-    write_tests(
-        pytester,
-        """
-        @pytest.mark.worktree(URL_A, A1)
-        def test_a(repo_worktree):
-            pass
-
-        @pytest.mark.worktree(URL_B, B1)
-        def test_b(repo_worktree):
-            pass
-        """,
-        URL_A=p["URL_A"],
-        URL_B=p["URL_B"],
-        A1=p["A1"],
-        B1=p["B1"],
-    )
+    write_one_test_per_project(pytester, p)
     run(pytester, cache_dir, "-k", "test_a", *workers).assert_outcomes(passed=1)
     assert upload_packs(trace_file, p["A"].path) == 1
     assert upload_packs(trace_file, p["B"].path) == 0

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from inner import records, run
 from upstream import Upstream, count_git_commands, git
 
 from pytest_repoclones import InvalidInputError, RepoStore, Worktree, WorktreeError
@@ -784,23 +785,6 @@ def write_inner(pytester: pytest.Pytester, body: str, **constants: Any) -> None:
     constants.setdefault("LOG", str(pytester.path / "records.jsonl"))
     header = "\n".join(f"{name} = {value!r}" for name, value in constants.items())
     pytester.makepyfile(test_inner=f"{header}\n{textwrap.dedent(body)}")
-
-
-def records(pytester: pytest.Pytester) -> list[dict[str, Any]]:
-    log = pytester.path / "records.jsonl"
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-
-def run(pytester: pytest.Pytester, cache_dir: Path, *args: str) -> pytest.RunResult:
-    # One argument: pytest looks for its ini file before the plugin's options are known, and
-    # would take a separate, existing cache path for a test path (and miss pytester's ini).
-    # Unrelated plugins that happen to be installed only slow every inner start down.
-    return pytester.runpytest_subprocess(
-        f"--repo-cache-dir={cache_dir}",
-        *("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark"),
-        *args,
-        timeout=180,
-    )
 
 
 @pytest.mark.parametrize("how", ["option", "ini"])

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "Upstream Author",
@@ -122,33 +123,30 @@ def _data(payload: bytes) -> list[bytes]:
     return [f"data {len(payload)}\n".encode(), payload, b"\n"]
 
 
+def trace_events(trace: Path) -> Iterator[dict[str, Any]]:
+    """The events of a GIT_TRACE2_EVENT log (none if it does not exist); torn lines skipped."""
+    if not trace.exists():
+        return
+    for line in trace.read_text().splitlines():
+        try:
+            yield json.loads(line)
+        except ValueError:
+            continue
+
+
 def count_git_commands(trace: Path, name: str) -> int:
     """How many git processes of command ``name`` (``upload-pack``, ``fetch``...) ran, in any
     process, according to a GIT_TRACE2_EVENT log."""
-    if not trace.exists():
-        return 0
-    count = 0
-    for line in trace.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("event") == "cmd_name" and event.get("name") == name:
-            count += 1
-    return count
+    return sum(
+        1 for e in trace_events(trace) if e.get("event") == "cmd_name" and e.get("name") == name
+    )
 
 
 def upload_packs(trace: Path, served: Path) -> int:
     """How many ``git upload-pack`` processes served the repository at ``served`` (the network,
     for a ``file://`` upstream; a local fetch from the cache runs one too, serving the cache)."""
-    if not trace.exists():
-        return 0
     count = 0
-    for line in trace.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
+    for event in trace_events(trace):
         argv = event.get("argv") or []
         if event.get("event") != "start" or not any("upload-pack" in arg for arg in argv):
             continue

@@ -29,7 +29,7 @@ sys.path.insert(0, str(TESTS))
 
 from common import child_requested, isolate_git, run_child  # noqa: E402
 from helpers.children import LineChild  # noqa: E402
-from upstream import Upstream, count_git_commands  # noqa: E402
+from upstream import Upstream, count_git_commands, trace_events  # noqa: E402
 
 TIMEOUT = 600.0
 N_MAIN = 6
@@ -119,16 +119,13 @@ def build_upstream(path: Path, rng: random.Random) -> tuple[Upstream, list[tuple
 
 def fetches_of(trace: Path, sha: str) -> int:
     """git fetch processes whose arguments ask for ``sha``, according to the trace."""
-    count = 0
-    for line in trace.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        argv = event.get("argv") or []
-        if event.get("event") == "start" and "fetch" in argv and any(sha in a for a in argv):
-            count += 1
-    return count
+    return sum(
+        1
+        for event in trace_events(trace)
+        if event.get("event") == "start"
+        and "fetch" in (argv := event.get("argv") or [])
+        and any(sha in a for a in argv)
+    )
 
 
 def main() -> int:

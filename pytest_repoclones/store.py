@@ -58,9 +58,11 @@ from ._git import (
 )
 from ._lock import RepoLock
 from ._processes import pid_alive, process_start_time
+from ._remote_failures import RemoteFailures
 from .errors import (
     CacheCorruptError,
     CommitNotFoundError,
+    GitTimeoutError,
     InvalidInputError,
     RemoteError,
     RepoClonesError,
@@ -209,6 +211,8 @@ class RepoStore:
         self._prepared: set[str] = set()
         self._refreshed: set[str] = set()
         self._layout_ready = False
+        #: Remotes that did not answer in this session fail at once afterwards.
+        self.remote_failures = RemoteFailures()
         #: Counters per repository (cache key), for this process only.
         self.stats: dict[str, RepoStats] = {}
 
@@ -1278,22 +1282,37 @@ class RepoStore:
         # A partial clone must fetch through its promisor remote; others name the URL, so
         # that no URL is ever stored in the cached repository's config.
         source = "origin" if clone_filter is not None or self._is_partial(repo) else repo.fetch_url
+        self.remote_failures.check(repo.key, repo.redacted)
         stats = self._stats(repo)
         if git_dir.parent.name != "tmp":  # a clone's own fetch counts as the clone
             stats.fetches += 1
-        return self._timed(
-            repo.key,
-            run_git,
-            ["fetch", *options, "--", source, *refspecs],
-            env=self._environment(),
-            git_dir=git_dir,
-            timeout=self.timeout,
-            pre_args=pre_args,
-            extra_env=extra_env,
-            url=repo.redacted,
-            progress=report,
-            die_with_parent=True,
-        )
+        try:
+            result = self._timed(
+                repo.key,
+                run_git,
+                ["fetch", *options, "--", source, *refspecs],
+                env=self._environment(),
+                git_dir=git_dir,
+                timeout=self.timeout,
+                pre_args=pre_args,
+                extra_env=extra_env,
+                url=repo.redacted,
+                progress=report,
+                die_with_parent=True,
+            )
+        except GitTimeoutError as exc:
+            self.remote_failures.record(repo.key, exc)
+            raise
+        if not result.ok:
+            self.remote_failures.record(
+                repo.key,
+                RemoteError(
+                    "Could not reach the remote",
+                    url=repo.redacted,
+                    git_error=repo.scrub(result.error_line),
+                ),
+            )
+        return result
 
     def _touch(self, git_dir: Path) -> None:
         """Record the last use (the marker's mtime) for `pytest-repoclones gc`: one utime."""

@@ -67,6 +67,12 @@ _FIXED_CONFIG: tuple[tuple[str, str], ...] = (
     ("submodule.recurse", "false"),
     ("advice.detachedHead", "false"),
     ("checkout.workers", "0"),  # parallel checkout, one worker per core
+    # The user's attributes file (default ~/.config/git/attributes) could say `* text eol=crlf`
+    # or name a filter driver: checked-out bytes would differ from the commit's, or a command
+    # would run. /dev/null reads as an empty file. The system file (/etc/gitattributes) is
+    # turned off by GIT_ATTR_NOSYSTEM in git_environment(); the repository's own .gitattributes
+    # files still apply, as they do for anyone who checks the commit out with plain git.
+    ("core.attributesFile", "/dev/null"),
     ("commit.gpgSign", "false"),
     ("tag.gpgSign", "false"),
 )
@@ -122,9 +128,8 @@ _PRCTL = _load_prctl()
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # If our process is SIGKILLed, git gets SIGKILL too instead of finishing a clone into a
-    # directory nobody will publish (its own children then die on the closed pipes). Only a
-    # function looked up before fork is called here: nothing that allocates or takes locks.
+    # The fallback when setpriv is missing (see _death_signal_prefix). Only a function looked
+    # up before fork is called here: nothing that allocates or takes locks.
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -160,7 +165,20 @@ _SETPRIV: str | bool | None = False  # False: not looked up yet
 
 
 def _death_signal_prefix() -> list[str] | None:
-    """argv prefix that makes git die with us, or None to fall back to preexec_fn."""
+    """argv prefix that makes git die with us, or None to fall back to preexec_fn.
+
+    Every git process gets it: if our process is SIGKILLed (a killed pytest, a crashed xdist
+    worker), git gets SIGKILL too, instead of finishing a clone into a directory nobody will
+    publish, or sitting forever on a lock or a pipe (a metadata call blocked mid-way lived on
+    for hours before this applied to every call). git's own children (index-pack, ssh,
+    upload-pack of a file:// remote) then die on the pipes it held.
+
+    The kernel sends the signal when the *thread* that forked the child ends, not the
+    process. run_git starts git and waits for it in the same thread (prefetch's pool threads
+    included), so that thread always outlives its git; do not hand a running git over to
+    another thread. There is a window of about a millisecond between fork and setpriv's prctl
+    in which a parent killed outright leaves git running: accepted, it is not blocked then.
+    """
     global _SETPRIV
     if _SETPRIV is False:
         _SETPRIV = _find_setpriv()
@@ -197,6 +215,8 @@ def git_environment(
         GIT_PAGER="cat",
         LC_ALL="C",
         LANGUAGE="C",
+        # No system-wide attributes (/etc/gitattributes): see core.attributesFile above.
+        GIT_ATTR_NOSYSTEM="1",
     )
     env.pop("REPOCLONES_USERNAME", None)
     env.pop("REPOCLONES_PASSWORD", None)
@@ -244,25 +264,29 @@ def run_git(
     commit: str | None = None,
     stdin: str | None = None,
     progress: Callable[[str], None] | None = None,
-    die_with_parent: bool = False,
+    die_with_parent: bool = True,
 ) -> GitResult:
     """Run git; return its result, or raise GitTimeoutError after killing its process group.
 
     git is started in a new session so that a timeout or Ctrl-C also kills its children
     (index-pack, ssh, remote helpers), which otherwise keep writing after git itself dies.
     With ``progress``, git's progress lines are passed to it once the command has run for
-    PROGRESS_AFTER seconds, at most once per PROGRESS_EVERY. ``die_with_parent`` is for
-    transfers and checkouts, whose orphans would keep writing: it costs a fork instead of a
-    vfork (2-9 ms a process, measured in bench/), too much for the millisecond metadata steps.
+    PROGRESS_AFTER seconds, at most once per PROGRESS_EVERY.
+
+    Every git dies with the thread that started it (see _death_signal_prefix), whatever
+    ``die_with_parent`` says: that flag is kept so that callers written when only transfers
+    and checkouts did (metadata calls blocked on a lock outlived a killed pytest) still work.
+    setpriv costs one exec, about 1 ms a process (bench/ "warm"); without setpriv, a
+    preexec_fn costs a fork instead of a vfork (2-9 ms).
     """
+    del die_with_parent  # always on: see the docstring
     preexec = None
     argv = [_git_executable(), *_CONFIG_ARGS, *pre_args]
-    if die_with_parent:
-        prefix = _death_signal_prefix()
-        if prefix is not None:
-            argv = [*prefix, *argv]
-        else:
-            preexec = _PREEXEC
+    prefix = _death_signal_prefix()
+    if prefix is not None:
+        argv = [*prefix, *argv]
+    else:
+        preexec = _PREEXEC
     if git_dir is not None:
         # --git-dir rather than -C: safe.bareRepository=explicit makes `-C bare.git` fail.
         argv.append(f"--git-dir={git_dir}")

@@ -25,11 +25,12 @@ from typing import Any
 
 from ._files import read_stripped, rmtree
 from ._git import git_environment, run_git
+from ._ownership import judge, points_back
 from ._processes import pid_alive
 from .errors import InvalidInputError, LockTimeoutError, RepoClonesError
 from .health import find_problem
 from .settings import CACHE_DIR_ENV, default_cache_dir
-from .store import MARKER, PIN_PREFIX, RepoStore, _reason_fields
+from .store import MARKER, PIN_PREFIX, RepoStore
 from .urls import parse_url, redact
 
 __all__ = [
@@ -262,27 +263,16 @@ class CacheAdmin:
         )
 
     def users(self, git_dir: Path) -> list[str]:
-        """Who uses the entry: registered worktrees of live processes, kept or hand-made ones.
+        """Who uses the entry: worktrees of live owners, kept or hand-made ones that exist.
 
-        The store's own rule (see RepoStore._prune_dead_worktrees); exact only under the lock.
+        The store's own rule (_ownership.judge: an owner lives while it holds its lock, in any
+        pid namespace or on any host); exact only under the entry's lock.
         """
-        users = []
-        for admin in _admin_dirs(git_dir):
-            reason = read_stripped(admin / "locked")
-            gitdir_file = read_stripped(admin / "gitdir")
-            tree = Path(gitdir_file).parent if gitdir_file else admin
-            fields = _reason_fields(reason or "")
-            if reason is None or fields.get("kept"):
-                if gitdir_file is not None and Path(gitdir_file).exists():
-                    users.append(f"{'kept ' if fields.get('kept') else ''}worktree {tree}")
-            elif not self._probe._owner_is_dead(reason):
-                if fields:
-                    users.append(
-                        f"worktree {tree} of pid {fields.get('pid')} on {fields.get('host')}"
-                    )
-                else:
-                    users.append(f"worktree {tree} (locked: {reason})")
-        return users
+        verdicts: dict[str, bool] = {}
+        registrations = [
+            judge(self.cache_dir, admin, verdicts=verdicts) for admin in _admin_dirs(git_dir)
+        ]
+        return [r.describe() for r in registrations if r.in_use]
 
     # -- removing --------------------------------------------------------------------------
 
@@ -319,11 +309,8 @@ class CacheAdmin:
             if not gitdir_file:
                 continue
             tree = Path(gitdir_file).parent
-            pointer = read_stripped(tree / ".git") or ""
             # Never some other directory: only a checkout whose .git names this very entry.
-            if pointer.startswith("gitdir: ") and os.path.realpath(
-                pointer[len("gitdir: ") :]
-            ) == os.path.realpath(admin):
+            if points_back(tree, admin):
                 rmtree(tree)
 
     def clear(self, entries: Sequence[Entry], *, dry_run: bool = False) -> list[Removal]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._git import DEFAULT_TIMEOUT
+from .errors import RepoClonesError
 from .store import DEFAULT_LOCK_TIMEOUT, RepoStore
 
 if TYPE_CHECKING:
@@ -26,23 +27,59 @@ OFFLINE_ENV = "PYTEST_REPO_OFFLINE"
 KEEP_CHOICES = ("none", "failed", "all")
 
 
+#: What a user can set instead, in the order the plugin looks at them.
+PYTEST_CACHE_DIR_SETTINGS = f"--repo-cache-dir=PATH, {CACHE_DIR_ENV}, XDG_CACHE_HOME or HOME"
+
+
 def default_cache_dir() -> Path:
-    """The user cache directory: ``$XDG_CACHE_HOME/pytest-repoclones`` or ``~/.cache/...``."""
+    """The user cache directory: ``$XDG_CACHE_HOME/pytest-repoclones`` or ``~/.cache/...``.
+
+    Raises RepoClonesError when there is none: no usable ``XDG_CACHE_HOME`` and no home
+    directory (``HOME`` unset under a user id without a password entry, as in containers run
+    with an arbitrary uid; or ``HOME`` not an absolute path).
+    """
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     if xdg and os.path.isabs(xdg):
         return Path(xdg) / "pytest-repoclones"
     if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
         return Path(os.environ["LOCALAPPDATA"]) / "pytest-repoclones" / "Cache"
+    home = _home_directory()
     if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "pytest-repoclones"
-    return Path.home() / ".cache" / "pytest-repoclones"
+        return home / "Library" / "Caches" / "pytest-repoclones"
+    return home / ".cache" / "pytest-repoclones"
+
+
+def _home_directory() -> Path:
+    home: Path | None
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError, OSError):
+        # Python gives up when HOME is unset and the password database has no entry for us.
+        home = None
+    if home is not None and home.is_absolute():
+        return home
+    if home is not None:
+        # HOME="" or a relative HOME: Python returns it as it is, and a cache relative to
+        # whatever the current directory is would scatter clones into projects.
+        why = f"HOME is not an absolute path ({os.environ.get('HOME', '')!r})"
+    elif "HOME" in os.environ:
+        why = "the home directory is unknown"
+    elif hasattr(os, "getuid"):
+        why = f"HOME is not set and user id {os.getuid()} has no entry in the password database"
+    else:
+        why = "HOME is not set"
+    raise RepoClonesError(
+        f"No cache directory: {why}",
+        hint="set the cache directory, XDG_CACHE_HOME or HOME",
+    )
 
 
 @dataclass(frozen=True)
 class Settings:
     """Resolved settings of one pytest process, each with a note of where it came from."""
 
-    cache_dir: Path
+    #: None when none was given and there is no user cache directory (see ``cache_problem``).
+    cache_dir: Path | None
     cache_dir_source: str
     timeout: float
     lock_timeout: float
@@ -54,12 +91,21 @@ class Settings:
     keep: str = "none"
     clone_filter: str | None = None
     clone_filters: tuple[tuple[str, str], ...] = ()
+    #: Why there is no cache directory: a session that never uses the plugin must still run,
+    #: so this is reported in the header and raised only by the fixtures that need the cache.
+    cache_problem: str | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config, session_id: str | None = None) -> Settings:
         import pytest
 
-        cache_dir, source = _cache_dir_with_source(config)
+        cache_dir: Path | None
+        try:
+            cache_dir, source = _cache_dir_with_source(config)
+        except RepoClonesError as exc:
+            cache_dir, source, cache_problem = None, "nowhere", exc.problem
+        else:
+            cache_problem = None
         timeout = _positive_float(config, "repo_timeout", "--repo-timeout")
         lock_timeout = _positive_float(config, "repo_lock_timeout", "--repo-lock-timeout")
         workerinput = getattr(config, "workerinput", None)
@@ -81,11 +127,13 @@ class Settings:
                     f"repo_clone_filters: expected lines 'URL FILTER', got {line!r}"
                 )
             clone_filters.append((url.strip(), spec))
-        _refuse_wiped_locations(config, cache_dir, source, pytest.UsageError)
-        if cache_dir.exists() and not cache_dir.is_dir():
-            raise pytest.UsageError(
-                f"repoclones: the repository cache {cache_dir} (from {source}) is not a directory"
-            )
+        if cache_dir is not None:
+            _refuse_wiped_locations(config, cache_dir, source, pytest.UsageError)
+            if cache_dir.exists() and not cache_dir.is_dir():
+                raise pytest.UsageError(
+                    f"repoclones: the repository cache {cache_dir} (from {source}) "
+                    "is not a directory"
+                )
         return cls(
             cache_dir=cache_dir,
             cache_dir_source=source,
@@ -99,6 +147,15 @@ class Settings:
             keep=keep,
             clone_filter=clone_filter,
             clone_filters=tuple(clone_filters),
+            cache_problem=cache_problem,
+        )
+
+    def cache_error(self) -> RepoClonesError:
+        """What a test that needs the cache gets when there is none: why, and what to set."""
+        return RepoClonesError(
+            f"{self.cache_problem or 'No cache directory'}; the worktree and repo_store "
+            "fixtures need one",
+            hint=f"set {PYTEST_CACHE_DIR_SETTINGS}",
         )
 
     def make_store(
@@ -106,6 +163,8 @@ class Settings:
         notice: Callable[[str], None] | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> RepoStore:
+        if self.cache_dir is None:
+            raise self.cache_error()
         return RepoStore(
             self.cache_dir,
             notice=notice,
@@ -124,13 +183,13 @@ class Settings:
 def _cache_dir_with_source(config: pytest.Config) -> tuple[Path, str]:
     option = config.getoption("repo_cache_dir", None)
     if option:
-        return Path(option).expanduser().absolute(), "--repo-cache-dir"
+        return _expand(option, "--repo-cache-dir").absolute(), "--repo-cache-dir"
     env = os.environ.get(CACHE_DIR_ENV)
     if env:
-        return Path(env).expanduser().absolute(), f"env {CACHE_DIR_ENV}"
+        return _expand(env, f"env {CACHE_DIR_ENV}").absolute(), f"env {CACHE_DIR_ENV}"
     ini = config.getini("repo_cache_dir")
     if ini:
-        path = Path(str(ini)).expanduser()
+        path = _expand(str(ini), "ini repo_cache_dir")
         if not path.is_absolute():
             # Relative ini paths mean relative to the ini file, as for pytest's own paths.
             base = config.inipath.parent if config.inipath else config.rootpath
@@ -138,6 +197,17 @@ def _cache_dir_with_source(config: pytest.Config) -> tuple[Path, str]:
         where = config.inipath.name if config.inipath else "ini"
         return path.absolute(), f"ini repo_cache_dir in {where}"
     return default_cache_dir(), "default user cache directory"
+
+
+def _expand(path: str, source: str) -> Path:
+    """``path`` with a leading ``~`` expanded; an error naming ``source`` if it cannot be."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # "~" with no home directory
+        raise RepoClonesError(
+            f"No cache directory: {source} {path!r} starts with ~ and the home directory is "
+            "unknown"
+        ) from None
 
 
 def _offline_with_source(config: pytest.Config) -> tuple[bool, str]:

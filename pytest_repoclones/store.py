@@ -32,7 +32,6 @@ import logging
 import os
 import re
 import secrets
-import socket
 import threading
 import time
 import uuid
@@ -57,7 +56,8 @@ from ._git import (
     ssh_batch_env,
 )
 from ._lock import RepoLock
-from ._processes import pid_alive, process_start_time
+from ._ownership import REASON_PREFIX, Owner, judge, points_back
+from ._processes import pid_alive
 from ._remote_failures import RemoteFailures
 from .errors import (
     CacheCorruptError,
@@ -90,13 +90,17 @@ REFRESH_MEMORY = 32
 PIN_PREFIX = "refs/repoclones/pins/"
 NAMED_PREFIX = "refs/repoclones/named/"
 BRANCH_PREFIX = "repoclones/"
-LOCK_REASON_PREFIX = "repoclones "
+LOCK_REASON_PREFIX = REASON_PREFIX
+#: Inside a cached repository: admin entries are built here and renamed into worktrees/ (and
+#: renamed out here before deletion), so that no git process ever sees one half-made.
+STAGING_DIR = "repoclones-staging"
 DEFAULT_LOCK_TIMEOUT = 900.0
 #: A git lock file untouched this long, found while we hold the repository lock, is stale.
 STALE_GIT_LOCK_AGE = 60.0
 #: When a git call fails on a lock file, how long it must sit idle before we call it stale.
 GIT_LOCK_PATIENCE = 2.0
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
+_ENTRY_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _GIT_LOCK_FILE_RE = re.compile(r"Unable to create '([^']+\.lock)': File exists")
 
 _OFFLINE_HINT = (
@@ -202,10 +206,8 @@ class RepoStore:
         }
         self._parked: dict[str, list[Worktree]] = {}
         self._partial: dict[str, bool] = {}
-        self._owner = (
-            f"{LOCK_REASON_PREFIX}pid={os.getpid()} start={process_start_time(os.getpid())} "
-            f"host={socket.gethostname()}"
-        )
+        #: This process's claim on its worktree registrations (see _ownership.py).
+        self._owner = Owner(self.cache_dir)
         self._mutex = threading.Lock()
         self._locks: dict[str, RepoLock] = {}
         self._prepared: set[str] = set()
@@ -346,14 +348,15 @@ class RepoStore:
                 with self._mutex:
                     self._prepared.discard(repo.key)
                 git_dir = self._ensure(repo)
-            result = self._worktree_add(git_dir, target, branch, start)
-            if not result.ok and auto_branch and "already exists" in result.stderr:
+            result = self._create_branch(git_dir, branch, start)
+            exists = "already exists" in result.stderr
+            if not result.ok and auto_branch and exists:
                 branch = self.new_branch_name()
-                result = self._worktree_add(git_dir, target, branch, start)
-            if not result.ok and revision.kind == "full":
+                result = self._create_branch(git_dir, branch, start)
+            elif not result.ok and revision.kind == "full" and not exists:
                 # Not in the cache (or not a commit): fetch under the lock we hold, then retry.
                 start = self._resolve_object(repo, git_dir, revision)
-                result = self._worktree_add(git_dir, target, branch, start)
+                result = self._create_branch(git_dir, branch, start)
             if not result.ok:
                 self._check_damage(repo, git_dir, result.stderr)
                 raise WorktreeError(
@@ -362,13 +365,18 @@ class RepoStore:
                     commit=revision.text,
                     git_error=repo.scrub(result.error_line),
                 )
+            try:
+                admin_dir = self._register(git_dir, target, branch)
+            except BaseException:
+                self._git(["update-ref", "-d", f"refs/heads/{branch}"], git_dir=git_dir)
+                raise
         worktree = Worktree(
             path=target,
             url=url,
             commit=self._branch_commit(git_dir, branch),
             branch=branch,
             git_dir=git_dir,
-            admin_dir=self._admin_dir(target, git_dir),
+            admin_dir=admin_dir,
             sparse=tuple(sparse_args) if sparse_args else None,
         )
         try:
@@ -436,7 +444,7 @@ class RepoStore:
             return  # a repository of its own: nothing registered in the cache
         lock = self._lock_for_git_dir(worktree.git_dir, redact(worktree.url))
         with lock.hold(f"worktree remove {worktree.path}"):
-            rmtree(worktree.admin_dir)
+            self._unregister(worktree.git_dir, worktree.admin_dir)
             result = self._git(
                 ["update-ref", "-d", f"refs/heads/{worktree.branch}"], git_dir=worktree.git_dir
             )
@@ -553,7 +561,7 @@ class RepoStore:
             # What `git worktree move` does, without a process: rename, then repoint the entry.
             os.rename(parked.path, target)
             write_atomically(parked.admin_dir / "gitdir", f"{target / '.git'}\n")
-            write_atomically(parked.admin_dir / "locked", f"{self._owner} branch={branch}")
+            write_atomically(parked.admin_dir / "locked", self._owner.reason(branch))
             clear_worktree_state(parked.admin_dir)
         moved = Worktree(
             path=target,
@@ -816,7 +824,7 @@ class RepoStore:
         if problem is None:
             return
         self._prune_dead_worktrees(repo, git_dir)
-        if self.live_worktrees(repo.original):
+        if self._users(git_dir):
             raise CacheCorruptError(
                 f"Cache entry {git_dir} is damaged ({problem}) and worktrees of live processes "
                 "still use it",
@@ -899,7 +907,7 @@ class RepoStore:
                 )
             self._drop_parked(repo)  # ours, idle: they must not keep the entry alive
             self._prune_dead_worktrees(repo, git_dir)
-            live = self.live_worktrees(repo.original)
+            live = self._users(git_dir)
             if live:
                 raise CacheCorruptError(
                     f"Cache entry {git_dir} is damaged ({_DAMAGED}) and {len(live)} "
@@ -963,6 +971,8 @@ class RepoStore:
     def _prepare_locked(self, repo: RepoURL, git_dir: Path) -> None:
         """First use in this process: clear what killed processes left behind."""
         self._remove_stale_tmp(repo)
+        # Only holders of this lock stage admin entries: anything there is a killed one's.
+        rmtree(git_dir / STAGING_DIR)
         self._remove_stale_git_locks(git_dir)
         self._prune_dead_worktrees(repo, git_dir)
 
@@ -981,44 +991,42 @@ class RepoStore:
                 continue
 
     def _prune_dead_worktrees(self, repo: RepoURL, git_dir: Path) -> None:
-        """Remove worktrees and branches whose owning process is gone."""
+        """Remove worktrees and branches whose owner is gone (caller holds the lock).
+
+        Only registrations the plugin wrote are judged (see _ownership.judge): a worktree a
+        test made with its own `git worktree add` is never ours to delete.
+        """
         live_refs: set[str] = set()
         admin_root = git_dir / "worktrees"
-        for admin in sorted(admin_root.glob("*")) if admin_root.is_dir() else []:
-            reason = read_stripped(admin / "locked")
-            gitdir_file = read_stripped(admin / "gitdir")
-            if reason is None:
-                # Not ours (made by hand?): git's own rule, dead once its directory is gone.
-                dead = gitdir_file is None or not Path(gitdir_file).exists()
-            elif _reason_fields(reason).get("kept"):
-                # Kept for inspection: dead once pytest's tmp rotation removed its directory.
-                dead = gitdir_file is None or not Path(gitdir_file).exists()
-            else:
-                dead = self._owner_is_dead(reason)
+        verdicts: dict[str, bool] = {}
+        for admin in sorted(admin_root.iterdir()) if admin_root.is_dir() else []:
+            registration = judge(self.cache_dir, admin, verdicts=verdicts, forget_dead=True)
+            dead = registration.state == "dead" or (
+                registration.state == "kept" and not registration.in_use
+            )
             if not dead:
                 head = read_stripped(admin / "HEAD") or ""
                 if head.startswith("ref: "):
                     live_refs.add(head[len("ref: ") :])
-                branch = _reason_fields(reason or "").get("branch")
+                branch = registration.fields.get("branch")
                 if branch:
                     live_refs.add(f"refs/heads/{branch}")  # even if the test switched away
                 continue
-            if gitdir_file:
-                tree = Path(gitdir_file).parent
-                # Delete the tree only if it still points back here, never some other directory.
-                if read_stripped(tree / ".git") == f"gitdir: {admin}":
-                    try:
-                        rmtree(tree)
-                    except OSError as exc:  # the entry matters, the files are in a tmp dir
-                        log.warning("repoclones: could not delete %s: %s", tree, exc)
-            rmtree(admin)
+            tree = registration.tree
+            # Delete the tree only if it still points back here, never some other directory.
+            if tree is not None and points_back(tree, admin):
+                try:
+                    rmtree(tree)
+                except OSError as exc:  # the entry matters, the files are in a tmp dir
+                    log.warning("repoclones: could not delete %s: %s", tree, exc)
+            self._unregister(git_dir, admin)
             log.info("repoclones: pruned worktree entry %s of a dead process", admin.name)
         result = self._git(
             ["for-each-ref", "--format=%(refname)", f"refs/heads/{BRANCH_PREFIX}"],
             git_dir=git_dir,
         )
-        # Under our lock nobody is between `worktree add` and its checkout, so a plugin branch
-        # that no live worktree owns was orphaned by a killed teardown.
+        # Under our lock nobody is between creating a branch and registering its worktree, so
+        # a plugin branch that no live worktree owns was orphaned by a killed teardown.
         doomed = [ref for ref in result.stdout.splitlines() if ref and ref not in live_refs]
         if doomed:
             stdin = "".join(f"delete {ref}\n" for ref in doomed)
@@ -1026,22 +1034,16 @@ class RepoStore:
             if not result.ok:
                 log.warning("repoclones: could not delete orphaned branches: %s", result.error_line)
 
-    def _owner_is_dead(self, reason: str) -> bool:
-        if reason.strip() == "initializing":
-            # A `worktree add` killed midway; all adds run under our lock, which we hold.
-            return True
-        if not reason.startswith(LOCK_REASON_PREFIX):
-            return False  # locked by a user: not ours to judge
-        fields = _reason_fields(reason)
-        if fields.get("host") != socket.gethostname():
-            return False  # another machine sharing the cache: cannot tell
-        try:
-            pid = int(fields.get("pid", ""))
-        except ValueError:
-            return True
-        if not pid_alive(pid):
-            return True
-        return process_start_time(pid) != fields.get("start")
+    def _users(self, git_dir: Path) -> list[Path]:
+        """Checkouts that removing or rebuilding the entry would pull from under someone."""
+        admin_root = git_dir / "worktrees"
+        verdicts: dict[str, bool] = {}
+        found = []
+        for admin in sorted(admin_root.iterdir()) if admin_root.is_dir() else []:
+            registration = judge(self.cache_dir, admin, verdicts=verdicts)
+            if registration.in_use:
+                found.append(registration.tree or admin)
+        return found
 
     # -- resolving commits -----------------------------------------------------------------
 
@@ -1436,17 +1438,52 @@ class RepoStore:
             )
         return target
 
-    def _worktree_add(self, git_dir: Path, target: Path, branch: str, start: str) -> GitResult:
-        # --no-checkout only writes metadata (milliseconds), so the lock is short; --lock with
-        # our pid lets a later session tell a dead owner's entry from a live one.
-        return self._git(
-            [
-                "worktree", "add", "--quiet", "--no-checkout", "--lock",
-                "--reason", f"{self._owner} branch={branch}",
-                "-b", branch, "--", str(target), start,
-            ],
-            git_dir=git_dir,
-        )  # fmt: skip
+    def _create_branch(self, git_dir: Path, branch: str, start: str) -> GitResult:
+        """The worktree's branch, created only if absent ("" as the old value); git checks
+        that ``start`` names a commit, so nothing ever points a branch at a missing object."""
+        return self._git(["update-ref", f"refs/heads/{branch}", start, ""], git_dir=git_dir)
+
+    def _register(self, git_dir: Path, target: Path, branch: str) -> Path:
+        """Register ``target`` as a worktree on ``branch``; return its admin entry.
+
+        What `git worktree add --no-checkout --lock` writes, but built aside and renamed into
+        ``worktrees/`` (caller holds the lock): git writes its entry file by file, and a test
+        running `git log --all` in its own worktree meanwhile reads it half-made ("bad object
+        worktrees/X/HEAD", "failed to read worktrees/X/commondir").
+        """
+        name = _ENTRY_NAME_UNSAFE.sub("-", target.name).strip(".-")[:40] or "wt"
+        name = f"{name}-{secrets.token_hex(4)}"
+        common = Path(os.path.realpath(git_dir))
+        staging = git_dir / STAGING_DIR / name
+        admin = common / "worktrees" / name
+        dot_git = target / ".git"
+        try:
+            staging.mkdir(parents=True)
+            (staging / "gitdir").write_text(f"{os.path.realpath(target)}/.git\n")
+            (staging / "commondir").write_text("../..\n")
+            (staging / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
+            # Locked with our owner id: git's own prune leaves it alone, and a later session
+            # tells a dead owner's entry from a live one by that owner's lock.
+            (staging / "locked").write_text(self._owner.reason(branch))
+            target.mkdir(parents=True, exist_ok=True)
+            dot_git.write_text(f"gitdir: {admin}\n")
+            (git_dir / "worktrees").mkdir(exist_ok=True)
+            os.rename(staging, admin)
+        except BaseException:
+            rmtree(staging)
+            dot_git.unlink(missing_ok=True)
+            raise
+        return admin
+
+    def _unregister(self, git_dir: Path, admin: Path) -> None:
+        """Remove an admin entry in one step (renamed out of ``worktrees/``, then deleted)."""
+        gone = git_dir / STAGING_DIR / f"gone-{admin.name}-{secrets.token_hex(4)}"
+        try:
+            gone.parent.mkdir(exist_ok=True)
+            os.rename(admin, gone)
+        except FileNotFoundError:
+            return
+        rmtree(gone)
 
     def _run_in_worktree(
         self,
@@ -1493,12 +1530,6 @@ class RepoStore:
                 git_error=repo.scrub(result.error_line),
             )
         return result
-
-    def _admin_dir(self, target: Path, git_dir: Path) -> Path:
-        text = read_stripped(target / ".git") or ""
-        if text.startswith("gitdir: "):
-            return Path(text[len("gitdir: ") :])
-        return git_dir / "worktrees" / target.name
 
     def _branch_commit(self, git_dir: Path, branch: str) -> str:
         # A brand-new branch is a loose ref file: reading it costs no git process.
@@ -1645,11 +1676,3 @@ def _wait_out_git_lock(lock_file: Path, deadline: float) -> bool:
             return True
         time.sleep(0.1)
     return False
-
-
-def _reason_fields(reason: str) -> dict[str, str]:
-    """``repoclones pid=1 start=2 host=h branch=b`` as a dict."""
-    if not reason.startswith(LOCK_REASON_PREFIX):
-        return {}
-    items = reason[len(LOCK_REASON_PREFIX) :].split()
-    return dict(item.split("=", 1) for item in items if "=" in item)

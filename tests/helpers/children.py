@@ -132,9 +132,15 @@ class Child(LineChild):
     """One store_worker.py process."""
 
     def __init__(
-        self, mode: str, args: Mapping[str, Any], log: Path, env: Mapping[str, str] | None
+        self,
+        mode: str,
+        args: Mapping[str, Any],
+        log: Path,
+        env: Mapping[str, str] | None,
+        prefix: tuple[str, ...] = (),
     ) -> None:
-        argv = [sys.executable, str(WORKER), mode, json.dumps(dict(args))]
+        # ``prefix``: e.g. ``unshare --pid --fork ...``, to run the child in other namespaces.
+        argv = [*prefix, sys.executable, str(WORKER), mode, json.dumps(dict(args))]
         super().__init__(argv, log, env, f"{mode} child")
         self.mode = mode
 
@@ -164,10 +170,14 @@ class ChildGroup:
             child.kill()
 
     def start(
-        self, mode: str, args: Mapping[str, Any], env: Mapping[str, str] | None = None
+        self,
+        mode: str,
+        args: Mapping[str, Any],
+        env: Mapping[str, str] | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> Child:
         log = self.log_dir / f"{mode}-{len(self.children)}.stderr"
-        child = Child(mode, args, log, env)
+        child = Child(mode, args, log, env, prefix)
         self.children.append(child)
         return child
 

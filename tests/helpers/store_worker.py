@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,9 @@ def barrier(args: dict[str, Any]) -> None:
 
 
 def make_store(args: dict[str, Any]) -> RepoStore:
+    if args.get("hostname"):
+        # Run under `unshare --uts`: a container with a hostname of its own.
+        socket.sethostname(args["hostname"])
     return RepoStore(
         args["cache"], timeout=60, lock_timeout=args.get("lock_timeout", 60),
         session_id=args.get("session"),

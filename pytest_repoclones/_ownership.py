@@ -224,6 +224,9 @@ def judge(
         return Registration("foreign", admin_dir, tree, fields, reason)
     if fields.get("kept"):
         return Registration("kept", admin_dir, tree, fields, reason)
+    if tree is None:
+        # Withdrawn (its gitdir file unlinked first, see RepoStore._unregister): a husk.
+        return Registration("dead", admin_dir, tree, fields, reason)
     owner = fields.get("owner")
     if owner is None:
         alive = _legacy_owner_alive(fields)

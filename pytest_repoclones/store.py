@@ -97,6 +97,8 @@ STAGING_DIR = "repoclones-staging"
 DEFAULT_LOCK_TIMEOUT = 900.0
 #: A git lock file untouched this long, found while we hold the repository lock, is stale.
 STALE_GIT_LOCK_AGE = 60.0
+#: How long a withdrawn worktree entry stays on disk (see RepoStore._unregister).
+HUSK_GRACE = 10.0
 #: When a git call fails on a lock file, how long it must sit idle before we call it stale.
 GIT_LOCK_PATIENCE = 2.0
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -1476,14 +1478,37 @@ class RepoStore:
         return admin
 
     def _unregister(self, git_dir: Path, admin: Path) -> None:
-        """Remove an admin entry in one step (renamed out of ``worktrees/``, then deleted)."""
-        gone = git_dir / STAGING_DIR / f"gone-{admin.name}-{secrets.token_hex(4)}"
-        try:
-            gone.parent.mkdir(exist_ok=True)
-            os.rename(admin, gone)
-        except FileNotFoundError:
-            return
-        rmtree(gone)
+        """Withdraw an admin entry (caller holds the lock): git stops listing it at once.
+
+        Without its ``gitdir`` file git skips an entry (get_linked_worktree gives up before
+        anything else), so one unlink withdraws it. The directory itself stays a while as a
+        husk: a git that read ``gitdir`` a moment before still resolves the directory and
+        reads its HEAD, and dies ("Invalid path ... No such file") if it vanished meanwhile.
+        Husks older than HUSK_GRACE are swept here, by whoever removes the next worktree.
+        """
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            (admin / "gitdir").unlink()
+        self._sweep_husks(git_dir)
+
+    def _sweep_husks(self, git_dir: Path) -> None:
+        """Delete withdrawn entries of ours older than HUSK_GRACE (caller holds the lock)."""
+        root = git_dir / "worktrees"
+        limit = time.time() - HUSK_GRACE
+        for admin in root.iterdir() if root.is_dir() else []:
+            try:
+                if (admin / "gitdir").exists() or admin.stat().st_mtime > limit:
+                    continue
+            except OSError:
+                continue
+            if not (read_stripped(admin / "locked") or "").startswith(REASON_PREFIX):
+                continue  # not ours (a test's own worktree): git's prune is its tool
+            gone = git_dir / STAGING_DIR / f"gone-{admin.name}-{secrets.token_hex(4)}"
+            try:
+                gone.parent.mkdir(exist_ok=True)
+                os.rename(admin, gone)
+            except FileNotFoundError:
+                continue
+            rmtree(gone)
 
     def _run_in_worktree(
         self,

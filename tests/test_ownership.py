@@ -8,7 +8,6 @@ cache reached through a symlink, a worktree a test makes with its own `git workt
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -147,7 +146,7 @@ def test_killed_owner_with_another_hostname_is_pruned(
         container.kill()
     host = RepoStore(cache_dir, timeout=60, lock_timeout=20)
     wt = host.add_worktree(upstream.url, "main", tmp_path / "host-wt")
-    assert not Path(held["admin"]).exists()
+    assert not (Path(held["admin"]) / "gitdir").exists()  # withdrawn: git no longer lists it
     assert not (tmp_path / "c2").exists()
     assert branches(git_dir) == {f"refs/heads/{wt.branch}"}
     host.remove_worktree(wt)
@@ -198,7 +197,7 @@ def test_killed_owner_through_symlinked_cache_loses_its_checkout(
     assert (tmp_path / "v" / "README.md").is_file()
     fresh = RepoStore(link, timeout=60, lock_timeout=20)
     wt = fresh.add_worktree(upstream.url, "main", tmp_path / "new")
-    assert not Path(held["admin"]).exists()
+    assert not (Path(held["admin"]) / "gitdir").exists()  # withdrawn: git no longer lists it
     assert not (tmp_path / "v").exists()
     fresh.remove_worktree(wt)
 

@@ -11,7 +11,8 @@ Cache layout (``cache_dir``)::
 
 Refs inside a cached repository:
 
-    refs/remotes/origin/*     upstream branches (origin/HEAD: the default branch)
+    refs/remotes/origin/*     upstream branches
+    refs/repoclones/remote-head  the remote's HEAD (its default branch's commit)
     refs/tags/*               upstream tags
     refs/repoclones/pins/<id> commits fetched by object name, pinned so nothing drops them
     refs/heads/repoclones/... one branch per live worktree, deleted at removal
@@ -115,7 +116,16 @@ _BRANCHES_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
 # the shared refs/tags, and pruning there could pull it from under a running test. Hence tags
 # through --tags (never pruned) with --force (a moved tag is updated), not through a refspec.
 _UPSTREAM_OPTIONS = ("--prune", "--tags", "--force")
-_HEAD_REFSPEC = "+HEAD:refs/remotes/origin/HEAD"
+# Not refs/remotes/origin/HEAD: an upstream branch named HEAD maps there through the branches
+# refspec, and git refuses to fetch two sources into one ref (plain git clones such a remote).
+REMOTE_HEAD = "refs/repoclones/remote-head"
+_HEAD_REFSPEC = f"+HEAD:{REMOTE_HEAD}"
+# A tag deleted upstream and replaced by tags below its name (or the other way round): git
+# cannot create refs/tags/a/b while refs/tags/a exists, and tags are never pruned (see above).
+_TAG_CLASH_RE = re.compile(
+    r"'(refs/tags/[^']+)' exists; cannot create '(?:refs/tags/[^']+)'"
+    r"|there are still refs under '(refs/tags/[^']+)'"
+)
 # Written into each cached repository's own config, so git run by tests inside a worktree
 # (a commit triggers auto-gc) cannot repack or prune the shared store either.
 _REPO_CONFIG = """\
@@ -769,7 +779,7 @@ class RepoStore:
                     )
             self._fetch_upstream(repo, tmp, problem="Could not clone", clone_filter=clone_filter)
             # fetch writes new refs loose: a file check spares a git process on the cold path.
-            if not (tmp / "refs" / "remotes" / "origin" / "HEAD").is_file():
+            if not (tmp / REMOTE_HEAD).is_file():
                 self._check_has_commits(repo, tmp)
             metadata = {
                 "url": repo.redacted,
@@ -986,6 +996,8 @@ class RepoStore:
             try:
                 # Tests may run git in their worktrees (a commit takes a ref lock for a few
                 # milliseconds) without our lock; only old lock files are from dead processes.
+                # One dated in the future (clock stepped back, NFS server ahead) has no age we
+                # can trust: the waiting path below judges it by watching it instead.
                 if now - lock_file.stat().st_mtime > STALE_GIT_LOCK_AGE:
                     lock_file.unlink()
                     log.warning("repoclones: removed stale git lock %s", lock_file)
@@ -1117,7 +1129,8 @@ class RepoStore:
     def _lookup_name(self, repo: RepoURL, git_dir: Path, revision: Revision) -> str | None:
         name = revision.text
         if name is None:
-            candidates = ["refs/remotes/origin/HEAD"]
+            # The second: where caches made before 0.2 kept it (offline, never refreshed).
+            candidates = [REMOTE_HEAD, "refs/remotes/origin/HEAD"]
         elif name.startswith("refs/heads/"):
             candidates = ["refs/remotes/origin/" + name[len("refs/heads/") :]]
         elif name.startswith("refs/tags/"):
@@ -1212,10 +1225,32 @@ class RepoStore:
         result = self._fetch(repo, git_dir, specs, clone_filter=clone_filter, upstream=True)
         if not result.ok and "couldn't find remote ref HEAD" in result.stderr:
             # Remote HEAD points at a missing branch, or the remote is empty.
-            result = self._fetch(repo, git_dir, specs[1:], clone_filter=clone_filter, upstream=True)
+            specs = specs[1:]
+            result = self._fetch(repo, git_dir, specs, clone_filter=clone_filter, upstream=True)
+        for _ in range(3):  # a few rounds: each one may uncover the next clash
+            if result.ok or not self._remove_clashing_tags(git_dir, result.stderr):
+                break
+            result = self._fetch(repo, git_dir, specs, clone_filter=clone_filter, upstream=True)
         if not result.ok:
             self._check_fetch_damage(repo, git_dir, result)
             raise RemoteError(problem, url=repo.redacted, git_error=repo.scrub(result.error_line))
+
+    def _remove_clashing_tags(self, git_dir: Path, stderr: str) -> bool:
+        """Delete local tags that block upstream ones by name (caller holds the lock)."""
+        doomed: set[str] = set()
+        for match in _TAG_CLASH_RE.finditer(stderr):
+            if match.group(1):
+                doomed.add(match.group(1))
+            else:
+                under = self._git(
+                    ["for-each-ref", "--format=%(refname)", f"{match.group(2)}/"], git_dir=git_dir
+                )
+                doomed.update(line for line in under.stdout.splitlines() if line)
+        if not doomed:
+            return False
+        stdin = "".join(f"delete {ref}\n" for ref in sorted(doomed))
+        log.warning("repoclones: removing tags that upstream replaced: %s", ", ".join(doomed))
+        return self._git_input(["update-ref", "--stdin"], stdin, git_dir=git_dir).ok
 
     def _fetch_commit_locked(self, repo: RepoURL, git_dir: Path, revision: Revision) -> None:
         """Fetch one object by full name (caller holds the lock); pin it under refs/repoclones."""
@@ -1689,13 +1724,23 @@ def _config_quote(value: str) -> str:
 
 
 def _wait_out_git_lock(lock_file: Path, deadline: float) -> bool:
-    """Wait for a git lock file to go away, deleting it once idle; False if it stayed busy."""
+    """Wait for a git lock file to go away, deleting it once idle; False if it stayed busy.
+
+    Idle means untouched for GIT_LOCK_PATIENCE: by its mtime, or, since a clock stepped back
+    or an NFS server ahead can date it in the future (then it would never look old), by
+    watching it unchanged for that long on our own monotonic clock.
+    """
+    first_seen: tuple[float, tuple[int, int, int]] | None = None
     while time.monotonic() < deadline:
         try:
-            idle = time.time() - lock_file.stat().st_mtime
+            info = lock_file.stat()
         except FileNotFoundError:
             return True
-        if idle > GIT_LOCK_PATIENCE:
+        identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+        if first_seen is None or first_seen[1] != identity:
+            first_seen = (time.monotonic(), identity)
+        watched = time.monotonic() - first_seen[0]
+        if time.time() - info.st_mtime > GIT_LOCK_PATIENCE or watched > GIT_LOCK_PATIENCE:
             lock_file.unlink(missing_ok=True)
             log.warning("repoclones: removed git lock file left by a killed process: %s", lock_file)
             return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .errors import (
     CacheCorruptError,
+    CacheWriteError,
     CommitNotFoundError,
     GitCommandError,
     GitTimeoutError,
@@ -18,6 +19,7 @@ from .worktree import Worktree
 
 __all__ = [
     "CacheCorruptError",
+    "CacheWriteError",
     "CommitNotFoundError",
     "GitCommandError",
     "GitTimeoutError",

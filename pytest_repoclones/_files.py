@@ -89,8 +89,13 @@ def _chmod_if(path: str, wanted: Callable[[int], int]) -> None:
 def write_atomically(path: Path, text: str) -> None:
     """Whole or absent: a reader never sees half a file (nor one of a killed writer)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk fails the write: leave no half-written temporary file in the cache.
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_json(path: Path) -> Any:

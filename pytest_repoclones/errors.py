@@ -6,8 +6,11 @@ error line when git was involved, so a failing test report is enough to act on.
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "CacheCorruptError",
+    "CacheWriteError",
     "CommitNotFoundError",
     "GitCommandError",
     "GitTimeoutError",
@@ -112,3 +115,27 @@ class CacheCorruptError(RepoClonesError):
 
 class WorktreeError(RepoClonesError):
     """A worktree could not be created at the requested path or removed."""
+
+
+class CacheWriteError(RepoClonesError):
+    """The cache could not be written: its disk is full, it is read-only, or access is denied."""
+
+    @classmethod
+    def from_os_error(
+        cls, exc: OSError, *, url: str | None = None, commit: str | None = None
+    ) -> CacheWriteError:
+        """A clear error for a filesystem failure met while using the cache."""
+        where = f" ({exc.filename})" if exc.filename else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            problem = f"No space left on the cache's filesystem{where}"
+            hint = "free some space (`pytest-repoclones gc --max-size 5G`), or move the cache"
+        elif exc.errno == errno.EROFS:
+            problem = f"The cache is on a read-only filesystem{where}"
+            hint = "mount it read-write, or use only commits it already holds"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            problem = f"Permission denied in the cache{where}"
+            hint = "give this user write access, or point --repo-cache-dir elsewhere"
+        else:
+            problem = f"Cannot use the cache: {exc.strerror or exc}{where}"
+            hint = "check the cache directory (--repo-cache-dir, PYTEST_REPO_CACHE_DIR)"
+        return cls(problem, url=url, commit=commit, hint=hint)

@@ -62,6 +62,7 @@ from ._processes import pid_alive
 from ._remote_failures import RemoteFailures
 from .errors import (
     CacheCorruptError,
+    CacheWriteError,
     CommitNotFoundError,
     GitTimeoutError,
     InvalidInputError,
@@ -98,6 +99,8 @@ STAGING_DIR = "repoclones-staging"
 DEFAULT_LOCK_TIMEOUT = 900.0
 #: A git lock file untouched this long, found while we hold the repository lock, is stale.
 STALE_GIT_LOCK_AGE = 60.0
+#: Times an operation is retried after its cache entry was removed under it (gc in a loop).
+ENTRY_RETRIES = 3
 #: How long a withdrawn worktree entry stays on disk (see RepoStore._unregister).
 HUSK_GRACE = 10.0
 #: When a git call fails on a lock file, how long it must sit idle before we call it stale.
@@ -223,6 +226,8 @@ class RepoStore:
         self._mutex = threading.Lock()
         self._locks: dict[str, RepoLock] = {}
         self._prepared: set[str] = set()
+        #: Inode of each prepared entry's marker: a new one means the entry was replaced.
+        self._entry_ids: dict[str, int] = {}
         self._refreshed: set[str] = set()
         self._layout_ready = False
         #: Remotes that did not answer in this session fail at once afterwards.
@@ -244,7 +249,9 @@ class RepoStore:
 
     def clone(self, url: str | os.PathLike[str]) -> Path:
         """Make sure the cached clone of ``url`` exists; return its git directory."""
-        return self._ensure(self._parse_url(url))
+        repo = self._parse_url(url)
+        with _context(repo, None):
+            return self._ensure(repo)
 
     def resolve(self, url: str | os.PathLike[str], commit: str | None = None) -> str:
         """Full object name of the commit ``commit`` names, fetching only if needed."""
@@ -283,12 +290,36 @@ class RepoStore:
 
     def _rebuilding_once(self, repo: RepoURL, commit: object, operation: Callable[[], _T]) -> _T:
         """Run ``operation``; if git found objects of the entry missing or damaged, rebuild the
-        entry and run it once more (a second failure is raised as it is: never a loop)."""
+        entry and run it once more (a second failure is raised as it is: never a loop).
+
+        An entry removed (or replaced) under us by `pytest-repoclones gc/clear` makes git fail
+        in ways that look like the remote's or the commit's fault ("no such branch", a missing
+        directory): whatever failed, if the entry we prepared is gone, clone it again and retry.
+        """
+        for attempt in range(ENTRY_RETRIES + 1):
+            try:
+                try:
+                    return operation()
+                except _DamagedEntry as damage:
+                    self._rebuild_damaged(repo, commit, damage)
+                return operation()
+            except (RepoClonesError, OSError):
+                if attempt == ENTRY_RETRIES or not self._entry_replaced(repo):
+                    raise
+                log.info("repoclones: cache entry of %s removed meanwhile; again", repo.redacted)
+                with self._mutex:
+                    self._prepared.discard(repo.key)
+                    self._refreshed.discard(repo.key)
+                    self._partial.pop(repo.key, None)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _entry_replaced(self, repo: RepoURL) -> bool:
+        """Whether the entry this process prepared was removed or replaced since."""
         try:
-            return operation()
-        except _DamagedEntry as damage:
-            self._rebuild_damaged(repo, commit, damage)
-        return operation()
+            now = (self._git_dir(repo) / MARKER).stat().st_ino
+        except OSError:
+            return True
+        return self._entry_ids.get(repo.key, now) != now
 
     def _add_worktree(
         self,
@@ -411,12 +442,13 @@ class RepoStore:
         With ``reuse``, an intact worktree is parked instead, for the next request of this
         store for the same repository; :meth:`close` removes what is still parked.
         """
-        if self.reuse and self._parkable(worktree):
-            leave_directory(worktree.path)
-            with self._mutex:
-                self._parked.setdefault(_key_of(worktree.git_dir), []).append(worktree)
-            return
-        self._remove_for_real(worktree)
+        with _context(redact(worktree.url), worktree.commit):
+            if self.reuse and self._parkable(worktree):
+                leave_directory(worktree.path)
+                with self._mutex:
+                    self._parked.setdefault(_key_of(worktree.git_dir), []).append(worktree)
+                return
+            self._remove_for_real(worktree)
 
     def keep_worktree(self, worktree: Worktree) -> None:
         """Leave ``worktree`` in place for a human to inspect (``--repo-keep``).
@@ -427,7 +459,7 @@ class RepoStore:
         if worktree.isolated:
             return
         lock = self._lock_for_git_dir(worktree.git_dir, redact(worktree.url))
-        with lock.hold(f"keep {worktree.path}"):
+        with _context(redact(worktree.url), worktree.commit), lock.hold(f"keep {worktree.path}"):
             write_atomically(
                 worktree.admin_dir / "locked",
                 f"{LOCK_REASON_PREFIX}kept=1 branch={worktree.branch}",
@@ -747,6 +779,8 @@ class RepoStore:
             elif first_use:
                 # A clone we just made has nothing left by dead processes to clear.
                 self._prepare_locked(repo, git_dir)
+            with contextlib.suppress(OSError):
+                self._entry_ids[repo.key] = (git_dir / MARKER).stat().st_ino
         with self._mutex:
             self._prepared.add(repo.key)
         return git_dir
@@ -765,6 +799,9 @@ class RepoStore:
             )
         tmp = self.cache_dir / "tmp" / f"{repo.key}.{os.getpid()}.{secrets.token_hex(4)}"
         try:
+            # The cache directory may have been removed while this session ran: make it again.
+            for sub in ("repos", "tmp"):
+                (self.cache_dir / sub).mkdir(parents=True, exist_ok=True)
             _init_bare_repository(tmp)
             clone_filter = self._clone_filters.get(repo.key, self.clone_filter)
             with open(tmp / "config", "a", encoding="utf-8") as config:
@@ -1638,13 +1675,18 @@ class RepoStore:
 
 
 @contextlib.contextmanager
-def _context(repo: RepoURL, commit: object) -> Iterator[None]:
-    """Errors raised inside name the repository and the commit asked for."""
+def _context(repo: RepoURL | str, commit: object) -> Iterator[None]:
+    """Errors raised inside name the repository and the commit asked for; a filesystem error
+    (a full disk, a read-only or vanished cache) becomes a CacheWriteError, never a bare one."""
+    url = repo if isinstance(repo, str) else repo.redacted
     try:
         yield
     except RepoClonesError as exc:
-        exc.add_context(url=repo.redacted, commit=commit)
+        exc.add_context(url=url, commit=commit)
         raise
+    except OSError as exc:
+        asked = commit if isinstance(commit, str) else None
+        raise CacheWriteError.from_os_error(exc, url=url, commit=asked) from None
 
 
 def _init_bare_repository(path: Path) -> None:

@@ -5,6 +5,10 @@ it: it collects nothing itself, so each worker writes what it collected to a fil
 directory the controller handed out, and the controller, told by xdist that the worker's
 collection is finished, fetches what is new before it schedules a single test. Workers wait
 idle meanwhile rather than race each other for the same repository's lock.
+
+That file lives in ``$TMPDIR`` and outlives a SIGKILLed run, so a URL carrying a secret (a
+password, an http token) never goes into it: the worker prefetches those itself (see
+:func:`split_secret`), as a run without xdist does.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import pytest
 from ._files import read_json, write_atomically
 from .markers import declarations
 from .store import RepoStore
+from .urls import carries_secret
 
-__all__ = ["Wanted", "declared", "prefetch", "read_declared", "write_declared"]
+__all__ = ["Wanted", "declared", "prefetch", "read_declared", "split_secret", "write_declared"]
 
 log = logging.getLogger("pytest_repoclones")
 
@@ -62,10 +67,24 @@ def prefetch(store: RepoStore, wanted: Mapping[str, Sequence[str | None]]) -> No
         list(pool.map(warm, wanted))
 
 
+def split_secret(wanted: Wanted) -> tuple[Wanted, Wanted]:
+    """``wanted`` as (what may be written to disk, what carries a secret in its URL)."""
+    public: Wanted = {}
+    secret: Wanted = {}
+    for url, commits in wanted.items():
+        (secret if carries_secret(url) else public)[url] = commits
+    return public, secret
+
+
 def write_declared(path: Path, wanted: Wanted) -> bool:
-    """Hand ``wanted`` to the controller; False if the file could not be written."""
+    """Hand ``wanted`` to the controller; False if the file could not be written.
+
+    URLs carrying a secret are left out even if a caller passes them (the caller prefetches
+    them itself, having split them off with :func:`split_secret`): no secret is ever stored.
+    """
+    public, _ = split_secret(wanted)
     try:
-        write_atomically(path, json.dumps(wanted))
+        write_atomically(path, json.dumps(public))
     except OSError as exc:
         log.warning("repoclones: cannot hand declared commits to the controller: %s", exc)
         return False

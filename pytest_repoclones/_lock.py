@@ -39,8 +39,12 @@ class RepoLock:
         timeout: float,
         shown_url: str,
         notice: Callable[[str], None] | None = None,
+        enabled: bool = True,
     ) -> None:
         self.path = path
+        #: False for a read-only cache: nothing in it can change, so there is nothing to
+        #: serialise (and no lock file could be made there anyway).
+        self.enabled = enabled
         self.owner_path = path.with_suffix(".owner")
         self.timeout = timeout
         self.shown_url = shown_url
@@ -71,6 +75,9 @@ class RepoLock:
 
     @contextmanager
     def hold(self, purpose: str) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
         depth = getattr(self._depth, "value", 0)
         if depth == 0:
             self._acquire(purpose)

@@ -280,6 +280,8 @@ class CacheAdmin:
         self, entry: Entry, why: str, *, dry_run: bool = False, unused_since: bool = False
     ) -> Removal:
         """Remove ``entry`` unless it is in use. ``unused_since``: also unless used meanwhile."""
+        if self._probe.read_only:
+            return Removal(entry, why, skipped="the cache is read-only")
         lock = self._probe._lock_by_key(entry.key, entry.shown_url)
         try:
             with lock.hold(f"pytest-repoclones: remove {entry.git_dir}"):
@@ -325,6 +327,8 @@ class CacheAdmin:
         """
         tmp = self.cache_dir / "tmp"
         removed: list[tuple[Path, int]] = []
+        if self._probe.read_only:
+            return removed
         # Trash first: taking a lock lets the store delete dead trash itself, unreported.
         paths = sorted(tmp.iterdir()) if tmp.is_dir() else []
         for path in sorted(paths, key=lambda path: not path.name.startswith("trash.")):
@@ -440,6 +444,10 @@ class CacheAdmin:
         self, store: RepoStore, entry: Entry, problem: str, url: str | None
     ) -> VerifyResult:
         git_dir = entry.git_dir
+        if store.read_only:
+            return VerifyResult(
+                entry, "damaged", f"{problem}; the cache is read-only: not repaired"
+            )
         users = self.users(git_dir)
         if users:
             return VerifyResult(

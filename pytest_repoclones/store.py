@@ -230,6 +230,7 @@ class RepoStore:
         self._entry_ids: dict[str, int] = {}
         self._refreshed: set[str] = set()
         self._layout_ready = False
+        self._read_only: bool | None = None
         #: Remotes that did not answer in this session fail at once afterwards.
         self.remote_failures = RemoteFailures()
         #: Counters per repository (cache key), for this process only.
@@ -359,8 +360,10 @@ class RepoStore:
             if revision.kind == "full":
                 start = self._resolve_object(repo, git_dir, revision)
             worktree = self._isolated_worktree(repo, start, target, branch, sparse_args, str(url))
-        elif self.reuse and sparse_args is None:
+        elif self.reuse and sparse_args is None and not self.read_only:
             worktree = self._reuse_parked(repo, revision, start, target, branch, str(url))
+        if worktree is None and self.read_only:
+            worktree = self._borrowing_worktree(repo, start, target, branch, sparse_args, str(url))
         if worktree is None:
             worktree = self._new_worktree(
                 repo, revision, start, target, branch, auto_branch, sparse_args, str(url)
@@ -456,7 +459,7 @@ class RepoStore:
         Its entry is marked kept, so other sessions do not prune it while its directory
         exists; once pytest rotates the directory away, the next session removes the entry.
         """
-        if worktree.isolated:
+        if worktree.isolated or worktree.standalone:
             return
         lock = self._lock_for_git_dir(worktree.git_dir, redact(worktree.url))
         with _context(redact(worktree.url), worktree.commit), lock.hold(f"keep {worktree.path}"):
@@ -484,7 +487,7 @@ class RepoStore:
         # Deleting files is the slow part and needs no lock: the admin entry stays valid
         # (a concurrent fetch still reads a consistent HEAD) until we remove it below.
         rmtree(worktree.path)
-        if worktree.isolated:
+        if worktree.isolated or worktree.standalone:
             return  # a repository of its own: nothing registered in the cache
         lock = self._lock_for_git_dir(worktree.git_dir, redact(worktree.url))
         with lock.hold(f"worktree remove {worktree.path}"):
@@ -555,6 +558,58 @@ class RepoStore:
             rmtree(git_dir / "logs")
         except BaseException:
             rmtree(target)
+            raise
+        return worktree
+
+    def _borrowing_worktree(
+        self,
+        repo: RepoURL,
+        start: str,
+        target: Path,
+        branch: str,
+        sparse_args: list[str] | None,
+        url: str,
+    ) -> Worktree:
+        """A checkout for a read-only cache: a repository of its own at ``target`` that borrows
+        the cache's objects (git alternates) and copies its branches and tags, so the test sees
+        what a worktree shows. Nothing is written into the cache: no registration, no branch.
+        """
+        git_dir = self._git_dir(repo)
+        # A full name asked for is not checked yet (the hot path lets git do it): do it here.
+        sha = start
+        if start.endswith("^{commit}"):
+            sha = self._resolve_object(repo, git_dir, parse_revision(start[: -len("^{commit}")]))
+        dot_git = target / ".git"
+        try:
+            for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags"):
+                (dot_git / sub).mkdir(parents=True)
+            (dot_git / "objects" / "info" / "alternates").write_text(
+                f"{os.path.realpath(git_dir / 'objects')}\n"
+            )
+            (dot_git / "config").write_text(
+                "[core]\n\trepositoryformatversion = 0\n\tbare = false\n"
+                "\tlogAllRefUpdates = false\n[gc]\n\tauto = 0\n"
+            )
+            (dot_git / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
+            (dot_git / "packed-refs").write_text(_shared_refs(git_dir))
+            branch_ref = dot_git / "refs" / "heads" / branch
+            branch_ref.parent.mkdir(parents=True, exist_ok=True)
+            branch_ref.write_text(f"{sha}\n")
+            worktree = Worktree(
+                path=target,
+                url=url,
+                commit=sha,
+                branch=branch,
+                git_dir=dot_git,
+                admin_dir=dot_git,
+                sparse=tuple(sparse_args) if sparse_args else None,
+                standalone=True,
+            )
+            if sparse_args is not None:
+                self._run_in_worktree(repo, worktree, ["sparse-checkout", "set", *sparse_args])
+            self._run_in_worktree(repo, worktree, ["reset", "--quiet", "--hard"])
+        except BaseException:
+            rmtree(dot_git)
             raise
         return worktree
 
@@ -732,12 +787,15 @@ class RepoStore:
         with self._mutex:
             lock = self._locks.get(key)
             if lock is None:
-                self._ensure_layout()
+                writable = not self.read_only
+                if writable:
+                    self._ensure_layout()
                 lock = RepoLock(
                     self.cache_dir / "locks" / f"{key}.lock",
                     timeout=self.lock_timeout,
                     shown_url=shown_url,
                     notice=self._notice,
+                    enabled=writable,
                 )
                 self._locks[key] = lock
             return lock
@@ -765,10 +823,35 @@ class RepoStore:
             ) from None
         self._layout_ready = True
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the cache cannot be written (a read-only mount, a CI image's baked cache,
+        a shared directory of another user): then it is served as it is, nothing written."""
+        if self._read_only is None:
+            repos = self.cache_dir / "repos"
+            probe = repos if repos.is_dir() else self.cache_dir
+            self._read_only = probe.is_dir() and not os.access(probe, os.W_OK)
+        return self._read_only
+
+    def _read_only_error(self, repo: RepoURL, what: str, commit: str | None) -> CacheWriteError:
+        return CacheWriteError(
+            f"The cache {self.cache_dir} is read-only and {what}",
+            url=repo.redacted,
+            commit=commit,
+            hint="warm it where it is writable (`pytest-repoclones prefetch URL COMMIT...`), "
+            "or point --repo-cache-dir at a writable directory (a copy of it works)",
+        )
+
     def _ensure(self, repo: RepoURL) -> Path:
         """The git dir of a complete clone of ``repo``; clone it first if needed."""
         git_dir = self._git_dir(repo)
         if repo.key in self._prepared and (git_dir / MARKER).is_file():
+            return git_dir
+        if self.read_only:
+            if not (git_dir / MARKER).is_file():
+                raise self._read_only_error(repo, "does not hold this repository", None)
+            with self._mutex:
+                self._prepared.add(repo.key)
             return git_dir
         with self._lock(repo).hold(f"clone {repo.redacted}"):
             first_use = repo.key not in self._prepared
@@ -1219,8 +1302,8 @@ class RepoStore:
 
     def _refresh(self, repo: RepoURL, git_dir: Path) -> None:
         """Fetch branches and tags, at most once per repository per session."""
-        if repo.key in self._refreshed or self.offline:
-            return  # offline: branches and tags are what the cache last saw
+        if repo.key in self._refreshed or self.offline or self.read_only:
+            return  # offline, read-only: branches and tags are what the cache last saw
         if not self._refreshed_by_session(git_dir):
             with self._lock(repo).hold(f"fetch branches and tags of {repo.redacted}"):
                 # Re-check under the lock: another worker of this session may have done it.
@@ -1246,7 +1329,7 @@ class RepoStore:
     def _refresh_named_ref(self, repo: RepoURL, git_dir: Path, revision: Revision) -> None:
         assert revision.text is not None
         local = NAMED_PREFIX + revision.text[len("refs/") :]
-        if self.offline:
+        if self.offline or self.read_only:
             return
         with self._lock(repo).hold(f"fetch {revision.text}"):
             result = self._fetch(repo, git_dir, [f"+{revision.text}:{local}"])
@@ -1293,6 +1376,8 @@ class RepoStore:
         """Fetch one object by full name (caller holds the lock); pin it under refs/repoclones."""
         sha = revision.text
         assert sha is not None
+        if self.read_only:
+            raise self._read_only_error(repo, "does not hold this commit", sha)
         if self.offline:
             raise CommitNotFoundError(
                 "Commit is not in the cache, and --repo-offline forbids fetching it",
@@ -1333,6 +1418,8 @@ class RepoStore:
         clone_filter: str | None = None,
         upstream: bool = False,
     ) -> GitResult:
+        if self.read_only:
+            raise self._read_only_error(repo, "cannot take what the remote has", None)
         if self.offline:
             raise RemoteError(
                 "Not in the cache, and --repo-offline forbids contacting the remote",
@@ -1687,6 +1774,25 @@ def _context(repo: RepoURL | str, commit: object) -> Iterator[None]:
     except OSError as exc:
         asked = commit if isinstance(commit, str) else None
         raise CacheWriteError.from_os_error(exc, url=url, commit=asked) from None
+
+
+def _shared_refs(git_dir: Path) -> str:
+    """A packed-refs file with the cache's branches (refs/remotes/origin/*) and tags, read from
+    its files (no git process): what a worktree of the cache would show a test."""
+    refs: dict[str, str] = {}
+    packed = read_stripped(git_dir / "packed-refs") or ""
+    for line in packed.splitlines():
+        sha, _, name = line.partition(" ")
+        if name.startswith(("refs/remotes/origin/", "refs/tags/")):
+            refs[name] = sha
+    for top in ("refs/remotes/origin", "refs/tags"):
+        root = git_dir / top
+        for path in root.rglob("*") if root.is_dir() else []:
+            loose = read_stripped(path) if path.is_file() else None
+            if loose and len(loose) in (40, 64):  # loose refs win over packed ones, as in git
+                refs[path.relative_to(git_dir).as_posix()] = loose
+    # No "sorted"/"peeled" traits claimed: git then sorts and peels for itself.
+    return "".join(f"{sha} {name}\n" for name, sha in sorted(refs.items()))
 
 
 def _init_bare_repository(path: Path) -> None:

@@ -32,6 +32,8 @@ class Worktree(os.PathLike[str]):
     sparse: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
     #: A repository of its own holding only the commit's history (``isolate=True``).
     isolated: bool = field(default=False, repr=False, compare=False)
+    #: A repository of its own borrowing a read-only cache's objects: nothing registered there.
+    standalone: bool = field(default=False, repr=False, compare=False)
 
     def __fspath__(self) -> str:
         return str(self.path)

@@ -126,6 +126,8 @@ class CacheWriteError(RepoClonesError):
     ) -> CacheWriteError:
         """A clear error for a filesystem failure met while using the cache."""
         where = f" ({exc.filename})" if exc.filename else ""
+        if not exc.filename and exc.strerror and exc.args[1:] and "fatal" in exc.strerror:
+            where = f" (git: {exc.strerror})"
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             problem = f"No space left on the cache's filesystem{where}"
             hint = "free some space (`pytest-repoclones gc --max-size 5G`), or move the cache"

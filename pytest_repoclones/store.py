@@ -28,6 +28,7 @@ processes. Checking files out and deleting them, the slow parts, run outside it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -106,6 +107,9 @@ HUSK_GRACE = 10.0
 #: When a git call fails on a lock file, how long it must sit idle before we call it stale.
 GIT_LOCK_PATIENCE = 2.0
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
+_LOCAL_WRITE_FAILURE = re.compile(
+    r"No space left on device|Disk quota exceeded|Read-only file system", re.IGNORECASE
+)
 _ENTRY_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _GIT_LOCK_FILE_RE = re.compile(r"Unable to create '([^']+\.lock)': File exists")
 
@@ -1466,6 +1470,15 @@ class RepoStore:
         except GitTimeoutError as exc:
             self.remote_failures.record(repo.key, exc)
             raise
+        if not result.ok and _LOCAL_WRITE_FAILURE.search(result.stderr):
+            # The cache's disk, not the remote: say so (git's message only names a file).
+            line = next(
+                text for text in result.stderr.splitlines() if _LOCAL_WRITE_FAILURE.search(text)
+            )
+            failure = OSError(
+                errno.ENOSPC if "space" in line.lower() else errno.EROFS, line.strip()
+            )
+            raise CacheWriteError.from_os_error(failure, url=repo.redacted)
         if not result.ok:
             self.remote_failures.record(
                 repo.key,

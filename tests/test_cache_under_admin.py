@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from upstream import Upstream
 
-from pytest_repoclones import CacheWriteError, RepoClonesError, RepoStore
+from pytest_repoclones import CacheWriteError, RemoteError, RepoClonesError, RepoStore
 
 pytestmark = pytest.mark.slow
 
@@ -143,3 +144,26 @@ def test_full_disk_while_writing_the_refresh_marker(
     assert isinstance(caught.value, RepoClonesError)
     filler.unlink()
     assert store.resolve(upstream.url, "main") == upstream.rev("main")  # recovers
+
+
+def test_full_disk_while_cloning_blames_the_disk_not_the_remote(
+    make_upstream: Callable[..., Upstream], tiny_tmpfs: Path
+) -> None:
+    """git's "No space left on device" in a clone used to read "Could not clone" (RemoteError),
+    blaming the remote; nothing half-made may stay in the cache."""
+    big_upstream = make_upstream("incompressible")
+    big_upstream.commit({f"f{i}": os.urandom(2048).hex() for i in range(100)}, "400 KB of noise")
+    cache_dir = tiny_tmpfs / "cache"
+    filler = tiny_tmpfs / "filler"
+    with open(filler, "wb") as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * 65536)
+            handle.flush()
+    filler.write_bytes(b"\0" * (filler.stat().st_size - 96 * 1024))  # room for the layout
+    with pytest.raises(CacheWriteError, match="No space left") as caught:
+        RepoStore(cache_dir, timeout=60).clone(big_upstream.url)
+    assert big_upstream.url in str(caught.value)
+    assert "No space left" in str(caught.value).splitlines()[0]
+    assert not isinstance(caught.value, RemoteError)
+    assert list((cache_dir / "tmp").iterdir()) == []
+    assert list((cache_dir / "repos").iterdir()) == []

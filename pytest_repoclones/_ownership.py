@@ -22,6 +22,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ __all__ = [
     "owner_alive",
     "points_back",
     "read_registration",
+    "sweep_dead_owners",
 ]
 
 #: Lock reasons the plugin writes start with this; any other reason is someone else's.
@@ -66,10 +68,13 @@ class Owner:
         with self._mutex:
             if self._fd is not None and self.path.exists():
                 return self.id
+            first = self._fd is None
             if self._fd is not None:
                 os.close(self._fd)  # our file was deleted with the cache: make a new one
                 self._fd = None
             self._fd = _create_locked(self.path)
+            if first:
+                sweep_dead_owners(self.cache_dir)
             return self.id
 
     def close(self) -> None:
@@ -113,6 +118,33 @@ def _create_locked(path: Path) -> int:
             tmp.unlink()
         raise
     return fd
+
+
+#: A temporary owner file older than this was left by a process killed while creating it.
+STALE_TMP_AGE = 60.0
+
+
+def sweep_dead_owners(cache_dir: Path) -> int:
+    """Delete the files of owners that are gone (a process ending normally leaves its file;
+    so does a SIGKILL); their registrations, if any, then read as dead, which they are."""
+    root = cache_dir / OWNERS_DIR
+    removed = 0
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return 0
+    for name in names:
+        path = root / name
+        if name.startswith("."):
+            with contextlib.suppress(OSError):
+                if time.time() - path.stat().st_mtime > STALE_TMP_AGE:
+                    path.unlink()
+            continue
+        if name.endswith(".lock") and not owner_alive(
+            cache_dir, name[: -len(".lock")], forget_dead=True
+        ):
+            removed += 1
+    return removed
 
 
 def owner_alive(cache_dir: Path, owner_id: str, *, forget_dead: bool = False) -> bool:

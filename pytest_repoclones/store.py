@@ -473,7 +473,8 @@ class RepoStore:
             )
 
     def close(self) -> None:
-        """Remove every parked worktree (reuse mode). The store stays usable."""
+        """Remove every parked worktree (reuse mode) and release this process's owner lock
+        (worktrees still registered then read as dead). The store stays usable."""
         with self._mutex:
             parked = [wt for items in self._parked.values() for wt in items]
             self._parked.clear()
@@ -483,6 +484,9 @@ class RepoStore:
                 self._remove_for_real(worktree)
             except RepoClonesError as exc:
                 errors.append(exc)
+        # Every worktree of the session is gone (kept ones need no owner): give up the claim,
+        # so that in-process runs (pytester) do not pile up open lock files.
+        self._owner.close()
         if errors:
             raise errors[0]
 

@@ -248,3 +248,33 @@ def test_dead_owner_lock_is_released_by_the_kernel(cache_dir: Path, tmp_path: Pa
         child.communicate(timeout=10)
     assert not owner_alive(cache_dir, owner_id, forget_dead=True)
     assert not (cache_dir / "owners" / f"{owner_id}.lock").exists()
+
+
+def test_owner_files_of_ended_processes_are_swept(
+    upstream: Upstream, cache_dir: Path, tmp_path: Path
+) -> None:
+    """Every process with worktrees makes an owner file; those of processes that ended (or
+    were killed) are deleted by the next process's first worktree, so they never pile up."""
+    args = {
+        "cache": str(cache_dir),
+        "url": upstream.url,
+        "commit": upstream.rev("v1.1"),
+        "file": "run.sh",
+        "barrier": False,
+    }
+    with ChildGroup(tmp_path / "logs") as group:
+        for n in range(3):
+            child = group.start("clone", {**args, "path": str(tmp_path / f"wt{n}")})
+            child.wait_ready()
+            assert child.finish(timeout=60)["ok"]
+        killed = group.start("hold-worktree", {**args, "path": str(tmp_path / "killed")})
+        killed.wait_ready()
+        killed.kill()
+    # Each child's first worktree swept the files of those before it: the killed one's is left.
+    assert len(list((cache_dir / "owners").glob("*.lock"))) == 1
+    store = RepoStore(cache_dir, timeout=60)
+    wt = store.add_worktree(upstream.url, "main", tmp_path / "mine")
+    assert [p.name for p in (cache_dir / "owners").iterdir()] == [f"{store._owner.id}.lock"]
+    store.remove_worktree(wt)
+    store.close()
+    assert list((cache_dir / "owners").iterdir()) == []

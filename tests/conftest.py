@@ -1,9 +1,16 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers.children import cmdline, is_running
 from upstream import IDENTITY, Upstream
 
 from pytest_repoclones import RepoStore
@@ -75,3 +82,176 @@ def trace_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "trace2.jsonl"
     monkeypatch.setenv("GIT_TRACE2_EVENT", str(path))
     return path
+
+
+class Fifo:
+    """A named pipe a git process blocks on when it opens it: a deterministic stopping point."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.removed = False
+        os.mkfifo(path)
+
+    def release(self) -> None:
+        """Let every process blocked opening the FIFO go on; it then reads end-of-file.
+
+        An open with O_RDWR never blocks on Linux and wakes the blocked readers even if it is
+        closed at once. Without this, removing the FIFO would leave them blocked forever: an
+        unlinked FIFO can never be opened for writing again.
+        """
+        if not self.removed:
+            with contextlib.suppress(FileNotFoundError):
+                os.close(os.open(self.path, os.O_RDWR | os.O_NONBLOCK))
+
+    def remove(self) -> None:
+        """Release, then unlink; once only (git may put a file of its own there afterwards)."""
+        if not self.removed:
+            self.release()
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            self.removed = True
+
+
+@pytest.fixture
+def make_fifo() -> Iterator[Callable[[Path], Fifo]]:
+    """FIFOs that are released and removed at teardown, whatever the test did."""
+    made: list[Fifo] = []
+
+    def make(path: Path) -> Fifo:
+        made.append(Fifo(path))
+        return made[-1]
+
+    yield make
+    for fifo in made:
+        fifo.remove()
+
+
+# -- the suite leaves no process of its own running --------------------------------------------
+#
+# Every process a run starts (xdist workers, pytester and store_worker children, every git the
+# plugin or a test runs, what those start) inherits RUN_TOKEN_VAR from the controller's
+# environment. When the run is over, anything still running with the token is a leftover: it
+# is listed, killed, and the run fails. Processes started with an environment built from
+# scratch escape this net; everything here derives its environment from os.environ.
+
+RUN_TOKEN_VAR = "REPOCLONES_TEST_RUN"
+# A process may still be exiting when the run ends (a killed child being reaped, an xdist
+# worker shutting down): leftovers are judged only after this long.
+LEFTOVER_GRACE = 2.0
+
+_RUN_TOKEN = pytest.StashKey[str]()
+_INHERITED_TOKENS = pytest.StashKey[str | None]()
+_SESSION = pytest.StashKey[pytest.Session]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: it inherited the controller's token
+    # A run started inside another run (the tests of this check) appends its own token: each
+    # run checks the processes it started, and the outer run still sees the inner run's.
+    inherited = os.environ.get(RUN_TOKEN_VAR)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:16]}"
+    os.environ[RUN_TOKEN_VAR] = f"{inherited}:{token}" if inherited else token
+    config.stash[_RUN_TOKEN] = token
+    config.stash[_INHERITED_TOKENS] = inherited
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_SESSION] = session
+
+
+@pytest.hookimpl(trylast=True)  # after xdist's workers and every other plugin are done
+def pytest_unconfigure(config: pytest.Config) -> None:
+    token = config.stash.get(_RUN_TOKEN, None)
+    if token is None:
+        return
+    inherited = config.stash[_INHERITED_TOKENS]
+    if inherited is None:
+        os.environ.pop(RUN_TOKEN_VAR, None)
+    else:
+        os.environ[RUN_TOKEN_VAR] = inherited
+    leftovers = _leftover_processes(token)
+    if not leftovers:
+        return
+    # The working directory usually names the test (pytest's tmp_path): printed after the
+    # command line, so that the line starts with what the process is.
+    lines = [
+        f"pid {pid}: {' '.join(argv) or '(no command line)'}  (cwd {_cwd(pid)})"
+        for pid, argv in leftovers
+    ]
+    for pid, _ in leftovers:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    title = f"{len(leftovers)} process(es) started by this run still running at its end; killed"
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("!", title, red=True, bold=True)
+        for line in lines:
+            reporter.write_line(line)
+    else:
+        sys.stderr.write("\n".join([title, *lines]) + "\n")
+    # wrap_session() returns session.exitstatus after unconfigure: a run that passed fails now.
+    session = config.stash.get(_SESSION, None)
+    if session is not None and session.exitstatus in (
+        pytest.ExitCode.OK,
+        pytest.ExitCode.NO_TESTS_COLLECTED,
+    ):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _leftover_processes(token: str) -> list[tuple[int, list[str]]]:
+    """Live processes carrying ``token``, other than this one and its ancestors, once those
+    that end within LEFTOVER_GRACE have ended."""
+    deadline = time.monotonic() + LEFTOVER_GRACE
+    mine = _ancestors(os.getpid())
+    while True:
+        found = [
+            (pid, cmdline(pid))
+            for pid in _processes_with_token(token)
+            if pid not in mine and is_running(pid)
+        ]
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def _cwd(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return "?"
+
+
+def _ancestors(pid: int) -> set[int]:
+    """``pid`` and its parent, grandparent... up to the first process."""
+    found = {pid}
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                pid = int(handle.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+        found.add(pid)
+    return found
+
+
+def _processes_with_token(token: str) -> list[int]:
+    """Processes whose environment (as it was at their exec) names ``token``."""
+    if not os.path.isdir("/proc"):
+        return []  # not Linux: the check is off
+    prefix = f"{RUN_TOKEN_VAR}=".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:  # gone, or another user's (not ours, then)
+            continue
+        for variable in environ.split(b"\0"):
+            if variable.startswith(prefix):
+                if token in variable[len(prefix) :].decode(errors="replace").split(":"):
+                    found.append(int(entry))
+                break
+    return found

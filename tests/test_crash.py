@@ -10,16 +10,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from helpers.children import (
     Child,
     ChildGroup,
     child_env,
+    cmdline,
     descendants,
     is_running,
     pack_objects_hook,
@@ -29,6 +30,9 @@ from helpers.children import (
 from upstream import Upstream, count_git_commands, git
 
 from pytest_repoclones import RepoStore
+
+if TYPE_CHECKING:
+    from conftest import Fifo
 
 pytestmark = pytest.mark.slow
 
@@ -263,7 +267,7 @@ def test_killed_worktree_owner_is_pruned_live_one_kept(
         assert f"refs/heads/{dead['branch']}" in branches(git_dir)
 
         wt = fresh.add_worktree(upstream.url, "main", tmp_path / "new")
-        assert not Path(dead["admin"]).exists()
+        assert not (Path(dead["admin"]) / "gitdir").exists()  # withdrawn: git no longer lists it
         assert branches(git_dir) == {f"refs/heads/{live['branch']}", f"refs/heads/{wt.branch}"}
         assert sorted(registered_worktrees(git_dir)) == sorted(
             [str(git_dir), str(tmp_path / "a"), str(wt.path)]
@@ -283,11 +287,15 @@ def test_killed_worktree_owner_is_pruned_live_one_kept(
 
 
 def test_killed_mid_branch_deletion_does_not_break_teardown(
-    upstream: Upstream, store: RepoStore, cache_dir: Path, tmp_path: Path
+    upstream: Upstream,
+    store: RepoStore,
+    cache_dir: Path,
+    tmp_path: Path,
+    make_fifo: Callable[[Path], Fifo],
 ) -> None:
-    """SIGKILL while the teardown's `update-ref -d` holds packed-refs.lock (git cannot clean
-    up on SIGKILL): the next process can still remove its worktrees, and the dead one's branch
-    is pruned."""
+    """SIGKILL while the teardown's `update-ref -d` holds packed-refs.lock: that git dies with
+    its owner (git cannot clean up on SIGKILL), the next process can still remove its
+    worktrees, and the dead one's branch is pruned."""
     c1 = upstream.rev("v1.0^{commit}")
     git_dir = store.clone(upstream.url)
     assert not (git_dir / "packed-refs").exists()  # the store fetches: all refs are loose
@@ -297,13 +305,22 @@ def test_killed_mid_branch_deletion_does_not_break_teardown(
         dead = json.loads(victim.wait_ready())
         # A deletion takes packed-refs.lock, then opens packed-refs: a FIFO there blocks it on
         # open() with the lock held, a deterministic kill point.
-        os.mkfifo(git_dir / "packed-refs")
-        try:
-            victim.send("remove")
-            wait_until(lambda: (git_dir / "packed-refs.lock").exists(), 10, "packed-refs.lock")
-            victim.kill()
-        finally:
-            (git_dir / "packed-refs").unlink()
+        fifo = make_fifo(git_dir / "packed-refs")
+        victim.send("remove")
+        wait_until(lambda: (git_dir / "packed-refs.lock").exists(), 10, "packed-refs.lock")
+        blocked = [pid for pid in descendants(victim.pid) if "update-ref" in cmdline(pid)]
+        assert blocked, "no git of the victim is deleting the branch"
+        victim.kill()
+        # Once its owner is gone, the git it started must not live on: this one would wait
+        # for the FIFO forever (it used to, and piled up run after run).
+        wait_until(
+            lambda: not any(is_running(pid) for pid in blocked),
+            timeout=10,
+            what=f"the victim's git {blocked} to die with it",
+        )
+        # Released, then removed, only now: had git survived, it would finish the deletion
+        # and take packed-refs.lock away, hiding what a killed git leaves behind.
+        fifo.remove()
     assert (git_dir / "packed-refs.lock").exists()  # what the killed git left behind
 
     fresh = RepoStore(cache_dir, timeout=60, lock_timeout=20)

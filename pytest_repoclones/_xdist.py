@@ -33,10 +33,16 @@ def stats_file(exchange: Path, worker: str) -> Path:
 
 class XdistHooks:
     """Controller side: hand workers the run's session id, prefetch what they declare before
-    any test is scheduled, gather their counters (from the file of a crashed one)."""
+    any test is scheduled, gather their counters (from the file of a crashed one).
 
-    def __init__(self, session_id: str, store: RepoStore) -> None:
+    The exchange directory also holds the remotes that did not answer (see
+    ``_remote_failures``): the controller's prefetch and every worker share them, so a stalled
+    remote costs one time limit per run, not one per process.
+    """
+
+    def __init__(self, session_id: str, store: RepoStore | None) -> None:
         self.session_id = session_id
+        #: None when there is no cache directory: then workers have no store either.
         self.store = store
         self.worker_stats: list[dict[str, Any]] = []
         #: Workers that ended without their final counters; the summary says so.
@@ -47,13 +53,18 @@ class XdistHooks:
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[SESSION_ID] = self.session_id
         if self._exchange is None:
+            # Made for the first worker (a run with xdist loaded but no workers makes none),
+            # before any worker starts and before the controller prefetches: everything that
+            # fails to answer from now on is recorded where every process of the run looks.
             self._exchange = Path(tempfile.mkdtemp(prefix="repoclones-xdist-"))
+            if self.store is not None:
+                self.store.remote_failures.directory = self._exchange
         node.workerinput[EXCHANGE_DIR] = str(self._exchange)
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         # xdist schedules no test until every worker has reported its collection, and this hook
         # runs in its event loop: blocking here is what keeps workers from starting early.
-        if self._exchange is None:
+        if self._exchange is None or self.store is None:
             return
         wanted = prefetch.read_declared(declared_file(self._exchange, node.gateway.id))
         new: prefetch.Wanted = {}
@@ -65,6 +76,8 @@ class XdistHooks:
         prefetch.prefetch(self.store, new)
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        if self.store is None:
+            return  # no cache: workers counted nothing, and no summary is written
         output = getattr(node, "workeroutput", None) or {}
         rows = output.get("repoclones_stats")
         if not isinstance(rows, list) and self._exchange is not None:

@@ -63,7 +63,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             check(args)  # cross-option rules, failing as usage errors too
     except SystemExit as exc:  # --help, --version, usage errors: argparse already printed
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    cache_dir, source = resolve_cache_dir(args.cache_dir)
+    try:
+        cache_dir, source = resolve_cache_dir(args.cache_dir)
+    except (RepoClonesError, RuntimeError) as exc:
+        # No home directory (HOME unset under a uid without a passwd entry, as in containers
+        # run with an arbitrary uid): a usage error that says what to set, not a traceback.
+        # RuntimeError is pathlib's, for a "~" that cannot be expanded.
+        why = exc.problem if isinstance(exc, RepoClonesError) else f"cannot expand ~: {exc}"
+        _warn(
+            f"{PROG}: error: {why}\n  hint: pass --cache-dir PATH, or set {CACHE_DIR_ENV}, "
+            "XDG_CACHE_HOME or HOME"
+        )
+        return 2
     if cache_dir.exists() and not cache_dir.is_dir():
         # Not "no cached repositories": that would tell a wrong setting from an empty cache.
         _warn(f"{PROG}: error: the cache directory {cache_dir} (from {source}) is not a directory")

@@ -18,7 +18,13 @@ from ._files import write_atomically
 from ._xdist import EXCHANGE_DIR, SESSION_ID, XdistHooks, declared_file, stats_file
 from .errors import RepoClonesError
 from .factory import WorktreeFactory
-from .settings import CACHE_DIR_ENV, KEEP_CHOICES, OFFLINE_ENV, Settings
+from .settings import (
+    CACHE_DIR_ENV,
+    KEEP_CHOICES,
+    OFFLINE_ENV,
+    PYTEST_CACHE_DIR_SETTINGS,
+    Settings,
+)
 from .store import RepoStore
 from .worktree import Worktree
 
@@ -103,16 +109,25 @@ def pytest_configure(config: pytest.Config) -> None:
     # names are refreshed from the remote once per run rather than once per worker.
     session_id = (workerinput or {}).get(SESSION_ID) or uuid.uuid4().hex
     settings = Settings.from_config(config, session_id=session_id)
-    try:
-        terminal = _Terminal(config)
-        store = settings.make_store(
-            notice=terminal.warn,
-            progress=terminal if config.get_verbosity() >= 0 else None,
-        )
-    except RepoClonesError as exc:
-        raise pytest.UsageError(f"repoclones: {exc}") from None
     config.stash[SETTINGS_KEY] = settings
-    config.stash[STORE_KEY] = store
+    store = None
+    # No cache directory (HOME unset under an arbitrary uid): no store, and the session goes
+    # on. Only the fixtures that need the cache fail; the header says why.
+    if settings.cache_dir is not None:
+        try:
+            terminal = _Terminal(config)
+            store = settings.make_store(
+                notice=terminal.warn,
+                progress=terminal if config.get_verbosity() >= 0 else None,
+            )
+        except RepoClonesError as exc:
+            raise pytest.UsageError(f"repoclones: {exc}") from None
+        config.stash[STORE_KEY] = store
+        exchange = (workerinput or {}).get(EXCHANGE_DIR)
+        if exchange is not None:
+            # Remotes that did not answer are shared by the whole run through the directory
+            # the controller handed out (it records there too, before prefetching).
+            store.remote_failures.directory = Path(exchange)
     if workerinput is None and config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(session_id, store), "repoclones-xdist")
 
@@ -148,6 +163,11 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None:
         return None
+    if settings.cache_dir is None:
+        return [
+            f"repoclones: cache unavailable ({settings.cache_problem}): tests that use "
+            f"worktree or repo_store will fail; set {PYTEST_CACHE_DIR_SETTINGS}"
+        ]
     lines = [f"repoclones: cache {settings.cache_dir} (from {settings.cache_dir_source})"]
     modes = []
     if settings.offline:
@@ -170,12 +190,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.hookimpl(tryfirst=True)  # under xdist: before the worker reports its collection done
 def pytest_collection_finish(session: pytest.Session) -> None:
     wanted = prefetch.declared(session.items)
-    if not wanted:
+    store = session.config.stash.get(STORE_KEY, None)
+    if not wanted or store is None:  # no cache: the tests that need one say why
         return
     exchange = _exchange_file(session.config, declared_file)
-    if exchange is not None and prefetch.write_declared(exchange, wanted):
-        return  # the controller prefetches before it schedules any test
-    prefetch.prefetch(session.config.stash[STORE_KEY], wanted)
+    if exchange is not None:
+        # The hand-over file outlives a killed run in $TMPDIR: URLs with a password or token
+        # stay out of it and this worker warms them itself; the controller does the rest
+        # before it schedules any test.
+        public, secret = prefetch.split_secret(wanted)
+        if prefetch.write_declared(exchange, public):
+            wanted = secret
+    prefetch.prefetch(store, wanted)
 
 
 def _exchange_file(config: pytest.Config, name: Callable[[Path, str], Path]) -> Path | None:
@@ -189,9 +215,10 @@ def _save_counters(config: pytest.Config) -> None:
     """Counters so far, for the summary in case this xdist worker crashes before it sends its
     final ones (a few hundred bytes per report)."""
     path = _exchange_file(config, stats_file)
-    if path is None:
+    store = config.stash.get(STORE_KEY, None)
+    if path is None or store is None:
         return
-    text = json.dumps(summary.collect(config.stash[STORE_KEY]))
+    text = json.dumps(summary.collect(store))
     if text != config.stash.get(SAVED_COUNTERS_KEY, None):  # tests without worktrees: no I/O
         with contextlib.suppress(OSError):
             write_atomically(path, text)
@@ -249,20 +276,28 @@ def _settle_pending(factory: WorktreeFactory, report: pytest.TestReport) -> None
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    summary.write(terminalreporter, config, config.stash[STORE_KEY])
+    store = config.stash.get(STORE_KEY, None)
+    if store is not None:
+        summary.write(terminalreporter, config, store)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     workeroutput = getattr(session.config, "workeroutput", None)
-    if workeroutput is not None:
+    store = session.config.stash.get(STORE_KEY, None)
+    if workeroutput is not None and store is not None:
         # Plain builtins only: xdist sends this to the controller through execnet.
-        workeroutput["repoclones_stats"] = summary.collect(session.config.stash[STORE_KEY])
+        workeroutput["repoclones_stats"] = summary.collect(store)
 
 
 @pytest.fixture(scope="session")
 def repo_store(pytestconfig: pytest.Config) -> RepoStore:
     """The session's :class:`RepoStore`: the shared clone cache behind ``worktree``."""
-    return pytestconfig.stash[STORE_KEY]
+    __tracebackhide__ = True
+    store = pytestconfig.stash.get(STORE_KEY, None)
+    if store is None:
+        # Raised once per session, then pytest reports it for every test that asks.
+        raise pytestconfig.stash[SETTINGS_KEY].cache_error()
+    return store
 
 
 @pytest.fixture

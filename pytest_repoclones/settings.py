@@ -27,8 +27,12 @@ OFFLINE_ENV = "PYTEST_REPO_OFFLINE"
 KEEP_CHOICES = ("none", "failed", "all")
 
 
-#: What a user can set instead, in the order the plugin looks at them.
+#: What a pytest user can set instead, in the order the plugin looks at them.
 PYTEST_CACHE_DIR_SETTINGS = f"--repo-cache-dir=PATH, {CACHE_DIR_ENV}, XDG_CACHE_HOME or HOME"
+
+
+class _NoCacheDir(Exception):
+    """Internal: there is no cache directory; the message says why."""
 
 
 def default_cache_dir() -> Path:
@@ -36,8 +40,17 @@ def default_cache_dir() -> Path:
 
     Raises RepoClonesError when there is none: no usable ``XDG_CACHE_HOME`` and no home
     directory (``HOME`` unset under a user id without a password entry, as in containers run
-    with an arbitrary uid; or ``HOME`` not an absolute path).
+    with an arbitrary uid, or ``HOME`` not an absolute path).
     """
+    try:
+        return _user_cache_dir()
+    except _NoCacheDir as exc:
+        raise RepoClonesError(
+            f"No cache directory: {exc}", hint="set the cache directory, XDG_CACHE_HOME or HOME"
+        ) from None
+
+
+def _user_cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     if xdg and os.path.isabs(xdg):
         return Path(xdg) / "pytest-repoclones"
@@ -50,28 +63,20 @@ def default_cache_dir() -> Path:
 
 
 def _home_directory() -> Path:
-    home: Path | None
     try:
         home = Path.home()
     except (RuntimeError, KeyError, OSError):
         # Python gives up when HOME is unset and the password database has no entry for us.
-        home = None
-    if home is not None and home.is_absolute():
-        return home
-    if home is not None:
-        # HOME="" or a relative HOME: Python returns it as it is, and a cache relative to
-        # whatever the current directory is would scatter clones into projects.
-        why = f"HOME is not an absolute path ({os.environ.get('HOME', '')!r})"
-    elif "HOME" in os.environ:
-        why = "the home directory is unknown"
-    elif hasattr(os, "getuid"):
-        why = f"HOME is not set and user id {os.getuid()} has no entry in the password database"
-    else:
-        why = "HOME is not set"
-    raise RepoClonesError(
-        f"No cache directory: {why}",
-        hint="set the cache directory, XDG_CACHE_HOME or HOME",
-    )
+        if "HOME" not in os.environ and hasattr(os, "getuid"):
+            raise _NoCacheDir(
+                f"HOME is not set and user id {os.getuid()} has no entry in the password database"
+            ) from None
+        raise _NoCacheDir("the home directory is unknown") from None
+    if not home.is_absolute():
+        # A relative HOME: Python hands it back as it is, and a cache relative to the current
+        # directory would scatter clones into whatever project pytest runs in.
+        raise _NoCacheDir(f"HOME is not an absolute path ({os.environ.get('HOME', '')!r})")
+    return home
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,8 @@ class Settings:
     keep: str = "none"
     clone_filter: str | None = None
     clone_filters: tuple[tuple[str, str], ...] = ()
-    #: Why there is no cache directory: a session that never uses the plugin must still run,
-    #: so this is reported in the header and raised only by the fixtures that need the cache.
+    #: Why there is no cache directory. A session that never uses the plugin must still run,
+    #: so this is only shown in the header and raised by the fixtures that need the cache.
     cache_problem: str | None = None
 
     @classmethod
@@ -100,12 +105,11 @@ class Settings:
         import pytest
 
         cache_dir: Path | None
+        cache_problem: str | None = None
         try:
             cache_dir, source = _cache_dir_with_source(config)
-        except RepoClonesError as exc:
-            cache_dir, source, cache_problem = None, "nowhere", exc.problem
-        else:
-            cache_problem = None
+        except _NoCacheDir as exc:
+            cache_dir, source, cache_problem = None, "nowhere", str(exc)
         timeout = _positive_float(config, "repo_timeout", "--repo-timeout")
         lock_timeout = _positive_float(config, "repo_lock_timeout", "--repo-lock-timeout")
         workerinput = getattr(config, "workerinput", None)
@@ -153,8 +157,7 @@ class Settings:
     def cache_error(self) -> RepoClonesError:
         """What a test that needs the cache gets when there is none: why, and what to set."""
         return RepoClonesError(
-            f"{self.cache_problem or 'No cache directory'}; the worktree and repo_store "
-            "fixtures need one",
+            f"No repository cache directory: {self.cache_problem}",
             hint=f"set {PYTEST_CACHE_DIR_SETTINGS}",
         )
 
@@ -196,18 +199,15 @@ def _cache_dir_with_source(config: pytest.Config) -> tuple[Path, str]:
             path = base / path
         where = config.inipath.name if config.inipath else "ini"
         return path.absolute(), f"ini repo_cache_dir in {where}"
-    return default_cache_dir(), "default user cache directory"
+    return _user_cache_dir(), "default user cache directory"
 
 
 def _expand(path: str, source: str) -> Path:
-    """``path`` with a leading ``~`` expanded; an error naming ``source`` if it cannot be."""
+    """``path`` with a leading ``~`` expanded; _NoCacheDir naming ``source`` if it cannot be."""
     try:
         return Path(path).expanduser()
-    except RuntimeError:  # "~" with no home directory
-        raise RepoClonesError(
-            f"No cache directory: {source} {path!r} starts with ~ and the home directory is "
-            "unknown"
-        ) from None
+    except (RuntimeError, KeyError, OSError):  # "~" or "~user" with no home directory
+        raise _NoCacheDir(f"{source} is {path!r} and the home directory is unknown") from None
 
 
 def _offline_with_source(config: pytest.Config) -> tuple[bool, str]:

@@ -320,11 +320,14 @@ class RepoStore:
 
     def _entry_replaced(self, repo: RepoURL) -> bool:
         """Whether the entry this process prepared was removed or replaced since."""
+        known = self._entry_ids.get(repo.key)
+        if known is None:
+            return False  # never had one: a first clone that failed removed nothing
         try:
             now = (self._git_dir(repo) / MARKER).stat().st_ino
         except OSError:
             return True
-        return self._entry_ids.get(repo.key, now) != now
+        return known != now
 
     def _add_worktree(
         self,
@@ -1491,6 +1494,7 @@ class RepoStore:
                     url=repo.redacted,
                     git_error=repo.scrub(result.error_line),
                 ),
+                stderr=repo.scrub(result.stderr),
             )
         return result
 

@@ -234,8 +234,18 @@ def cache_problems(cache: Path, env: dict[str, str]) -> list[str]:
         if listing.returncode != 0 or len(entries) != 1:
             problems.append(f"worktree list: {listing.stdout.strip()} {listing.stderr.strip()}")
         admin = git_dir / "worktrees"
-        if admin.is_dir() and any(admin.iterdir()):
-            problems.append(f"admin entries left: {sorted(p.name for p in admin.iterdir())}")
+        # Withdrawn entries (gitdir unlinked) wait out a grace before deletion: not registered.
+        registered = (
+            sorted(p.name for p in admin.iterdir() if (p / "gitdir").exists())
+            if (admin.is_dir())
+            else []
+        )
+        if registered:
+            problems.append(f"admin entries left: {registered}")
+        staging = git_dir / "repoclones-staging"
+        half_made = sorted(p.name for p in staging.iterdir()) if staging.is_dir() else []
+        if half_made:
+            problems.append(f"staged entries left: {half_made}")
         refs = subprocess.run(
             ["git", f"--git-dir={git_dir}", "for-each-ref", "refs/heads/repoclones/"],
             capture_output=True, text=True, env=env, timeout=60,

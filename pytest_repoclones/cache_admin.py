@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,12 +24,13 @@ from typing import Any
 
 from ._files import read_stripped, rmtree
 from ._git import git_environment, run_git
+from ._layout import MARKER, CacheLayout
 from ._ownership import judge, points_back
 from ._processes import pid_alive
 from .errors import InvalidInputError, LockTimeoutError, RepoClonesError
 from .health import find_problem
 from .settings import CACHE_DIR_ENV, default_cache_dir
-from .store import MARKER, PIN_PREFIX, RepoStore
+from .store import PIN_PREFIX, RepoStore
 from .urls import parse_url, redact
 
 __all__ = [
@@ -214,6 +214,7 @@ class CacheAdmin:
         self.cache_dir = Path(cache_dir).expanduser().absolute()
         self._notice = notice
         self._progress = progress
+        self.layout = CacheLayout(self.cache_dir)
         # Only for its locks (short timeout), its liveness rule and its _discard.
         self._probe = RepoStore(self.cache_dir, lock_timeout=PROBE_LOCK_TIMEOUT, notice=_quiet)
 
@@ -301,7 +302,7 @@ class CacheAdmin:
     def _discard_entry_locked(self, git_dir: Path) -> None:
         """Delete the entry and the leftover checkouts of its dead users (none is live)."""
         self._delete_checkouts_locked(git_dir)
-        self._probe._discard(git_dir)
+        self.layout.discard(git_dir)
 
     def _delete_checkouts_locked(self, git_dir: Path) -> None:
         """Checkouts registered in ``git_dir`` that still point back into it, which the caller
@@ -466,7 +467,7 @@ class CacheAdmin:
             )
         pins = pinned_commits(git_dir) or []
         # Move the damaged entry aside; put it back if the remote cannot give us a new one.
-        aside = self.cache_dir / "tmp" / f"trash.{os.getpid()}.{secrets.token_hex(4)}"
+        aside = self.layout.trash_path()
         self._delete_checkouts_locked(git_dir)
         os.rename(git_dir, aside)
         try:

@@ -1,13 +1,6 @@
 """RepoStore: one bare clone per repository, shared by every process, and worktrees on top.
 
-Cache layout (``cache_dir``)::
-
-    CACHEDIR.TAG              tells backup tools to skip the cache
-    repos/<name>-<hash>.git/  one bare repository per canonical URL
-        repoclones.json       completion marker and metadata, written before publishing
-        repoclones-refreshed  ids of the latest sessions that refreshed branches and tags
-    locks/<name>-<hash>.lock  the per-repository flock; .owner names its holder
-    tmp/                      clones being built; renamed into repos/ when complete
+The cache directory's layout is described in _layout.py.
 
 Refs inside a cached repository:
 
@@ -29,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import re
@@ -57,9 +49,17 @@ from ._git import (
     run_git,
     ssh_batch_env,
 )
+from ._layout import (
+    MARKER,
+    REFRESH_MARKER,
+    CacheLayout,
+    key_of,
+    read_marker,
+    upgrade_marker,
+    write_marker,
+)
 from ._lock import RepoLock
 from ._ownership import REASON_PREFIX, Owner, judge, points_back
-from ._processes import pid_alive
 from ._remote_failures import RemoteFailures
 from .errors import (
     CacheCorruptError,
@@ -86,8 +86,6 @@ log = logging.getLogger("pytest_repoclones")
 
 _T = TypeVar("_T")
 
-MARKER = "repoclones.json"
-REFRESH_MARKER = "repoclones-refreshed"
 #: Sessions remembered in REFRESH_MARKER: concurrent runs each find their own id there.
 REFRESH_MEMORY = 32
 PIN_PREFIX = "refs/repoclones/pins/"
@@ -233,8 +231,7 @@ class RepoStore:
         #: Inode of each prepared entry's marker: a new one means the entry was replaced.
         self._entry_ids: dict[str, int] = {}
         self._refreshed: set[str] = set()
-        self._layout_ready = False
-        self._read_only: bool | None = None
+        self.layout = CacheLayout(self.cache_dir)
         #: Remotes that did not answer in this session fail at once afterwards.
         self.remote_failures = RemoteFailures()
         #: Counters per repository (cache key), for this process only.
@@ -456,7 +453,7 @@ class RepoStore:
             if self.reuse and self._parkable(worktree):
                 leave_directory(worktree.path)
                 with self._mutex:
-                    self._parked.setdefault(_key_of(worktree.git_dir), []).append(worktree)
+                    self._parked.setdefault(key_of(worktree.git_dir), []).append(worktree)
                 return
             self._remove_for_real(worktree)
 
@@ -786,7 +783,7 @@ class RepoStore:
         return parse_url(url, self.protocols)
 
     def _git_dir(self, repo: RepoURL) -> Path:
-        return self.cache_dir / "repos" / f"{repo.key}.git"
+        return self.layout.git_dir(repo.key)
 
     def _lock(self, repo: RepoURL) -> RepoLock:
         return self._lock_by_key(repo.key, repo.redacted)
@@ -800,9 +797,9 @@ class RepoStore:
             if lock is None:
                 writable = not self.read_only
                 if writable:
-                    self._ensure_layout()
+                    self.layout.ensure()
                 lock = RepoLock(
-                    self.cache_dir / "locks" / f"{key}.lock",
+                    self.layout.lock_path(key),
                     timeout=self.lock_timeout,
                     shown_url=shown_url,
                     notice=self._notice,
@@ -811,38 +808,11 @@ class RepoStore:
                 self._locks[key] = lock
             return lock
 
-    def _ensure_layout(self) -> None:
-        if self._layout_ready:
-            return
-        try:
-            for sub in ("repos", "locks", "tmp"):
-                (self.cache_dir / sub).mkdir(parents=True, exist_ok=True)
-            tag = self.cache_dir / "CACHEDIR.TAG"
-            if not tag.exists():
-                tag.write_text(
-                    "Signature: 8a477f597d28d172789f06886806bc55\n"
-                    "# This directory is a cache made by pytest-repoclones.\n"
-                )
-            self._remove_dead_trash()
-        except OSError as exc:
-            raise RepoClonesError(
-                f"Cannot use {self.cache_dir} as the repository cache: {exc.strerror or exc}",
-                hint=(
-                    "point the cache (--repo-cache-dir, the CLI's --cache-dir, or "
-                    "PYTEST_REPO_CACHE_DIR) at a writable directory"
-                ),
-            ) from None
-        self._layout_ready = True
-
     @property
     def read_only(self) -> bool:
         """Whether the cache cannot be written (a read-only mount, a CI image's baked cache,
         a shared directory of another user): then it is served as it is, nothing written."""
-        if self._read_only is None:
-            repos = self.cache_dir / "repos"
-            probe = repos if repos.is_dir() else self.cache_dir
-            self._read_only = probe.is_dir() and not os.access(probe, os.W_OK)
-        return self._read_only
+        return self.layout.read_only
 
     def _read_only_error(self, repo: RepoURL, what: str, commit: str | None) -> CacheWriteError:
         return CacheWriteError(
@@ -859,7 +829,7 @@ class RepoStore:
         if repo.key in self._prepared and (git_dir / MARKER).is_file():
             return git_dir
         if self.read_only:
-            if not (git_dir / MARKER).is_file():
+            if read_marker(git_dir) is None:  # also refuses an entry of a newer format
                 raise self._read_only_error(repo, "does not hold this repository", None)
             with self._mutex:
                 self._prepared.add(repo.key)
@@ -883,19 +853,18 @@ class RepoStore:
         if git_dir.exists():
             # No completion marker: left by a process killed mid-publish, or damaged.
             log.warning("repoclones: replacing incomplete cache entry %s", git_dir)
-            self._discard(git_dir)
-        self._remove_stale_tmp(repo)
+            self.layout.discard(git_dir)
+        self.layout.remove_stale_builds(repo.key)
         if self.offline:
             raise RemoteError(
                 "Repository is not in the cache, and --repo-offline forbids cloning it",
                 url=repo.redacted,
                 hint=_OFFLINE_HINT,
             )
-        tmp = self.cache_dir / "tmp" / f"{repo.key}.{os.getpid()}.{secrets.token_hex(4)}"
+        tmp = self.layout.build_dir(repo.key)
         try:
             # The cache directory may have been removed while this session ran: make it again.
-            for sub in ("repos", "tmp"):
-                (self.cache_dir / sub).mkdir(parents=True, exist_ok=True)
+            self.layout.ensure_for_clone()
             _init_bare_repository(tmp)
             clone_filter = self._clone_filters.get(repo.key, self.clone_filter)
             with open(tmp / "config", "a", encoding="utf-8") as config:
@@ -912,14 +881,7 @@ class RepoStore:
             # fetch writes new refs loose: a file check spares a git process on the cold path.
             if not (tmp / REMOTE_HEAD).is_file():
                 self._check_has_commits(repo, tmp)
-            metadata = {
-                "url": repo.redacted,
-                "canonical": repo.canonical,
-                "created": time.time(),
-                "filter": clone_filter,
-                "format": 1,
-            }
-            (tmp / MARKER).write_text(json.dumps(metadata, indent=1) + "\n")
+            write_marker(tmp, url=repo.redacted, canonical=repo.canonical, filter=clone_filter)
             self._mark_refreshed(tmp)
             # The rename is the publication: readers see a complete clone or none at all.
             os.rename(tmp, git_dir)
@@ -935,32 +897,6 @@ class RepoStore:
         if not refs.stdout.strip():
             raise RemoteError("Repository has no commits (no branches or tags)", url=repo.redacted)
 
-    def _discard(self, path: Path) -> None:
-        """Move ``path`` out of the way atomically, then delete it."""
-        trash = self._trash_path()
-        try:
-            os.rename(path, trash)
-        except OSError:
-            trash = path
-        rmtree(trash)
-
-    def _trash_path(self) -> Path:
-        """Where to move something before deleting it; named after this process, so that
-        :meth:`_remove_dead_trash` finishes the job if it dies."""
-        return self.cache_dir / "tmp" / f"trash.{os.getpid()}.{secrets.token_hex(4)}"
-
-    def _remove_dead_trash(self) -> None:
-        """Finish deleting what a process killed inside ``_discard`` left in ``tmp/trash.*``."""
-        for trash in (self.cache_dir / "tmp").glob("trash.*"):
-            pid = trash.name.split(".")[1]
-            if pid.isdigit() and not pid_alive(int(pid)):
-                rmtree(trash)
-
-    def _remove_stale_tmp(self, repo: RepoURL) -> None:
-        # Only a holder of this repository's lock builds in tmp/<key>.*, and we hold it now.
-        for leftover in (self.cache_dir / "tmp").glob(f"{repo.key}.*"):
-            rmtree(leftover)
-
     def _check_health_locked(self, repo: RepoURL, git_dir: Path) -> None:
         """Rebuild a damaged entry, unless live worktrees still use it: then say what to delete."""
         problem = find_problem(git_dir, lambda: self._tips_without_trees(git_dir))
@@ -975,7 +911,7 @@ class RepoStore:
                 hint=f"stop those processes, then delete {git_dir}",
             )
         log.warning("repoclones: rebuilding damaged cache entry %s: %s", git_dir, problem)
-        self._discard(git_dir)
+        self.layout.discard(git_dir)
 
     # -- objects found missing or damaged mid-operation ------------------------------------
 
@@ -1074,7 +1010,7 @@ class RepoStore:
         self, repo: RepoURL, git_dir: Path, asked: str | None, damage: _DamagedEntry
     ) -> None:
         """Clone afresh; if that fails, put the old entry back (it still serves most commits)."""
-        aside = self._trash_path()
+        aside = self.layout.trash_path()
         os.rename(git_dir, aside)
         try:
             self._clone_locked(repo, git_dir)
@@ -1113,11 +1049,18 @@ class RepoStore:
 
     def _prepare_locked(self, repo: RepoURL, git_dir: Path) -> None:
         """First use in this process: clear what killed processes left behind."""
-        self._remove_stale_tmp(repo)
+        self._check_format_locked(git_dir)
+        self.layout.remove_stale_builds(repo.key)
         # Only holders of this lock stage admin entries: anything there is a killed one's.
         rmtree(git_dir / STAGING_DIR)
         self._remove_stale_git_locks(git_dir)
         self._prune_dead_worktrees(repo, git_dir)
+
+    def _check_format_locked(self, git_dir: Path) -> None:
+        """Refuse an entry of a newer layout; bring an older one's marker up to date."""
+        data = read_marker(git_dir)
+        if data is not None:
+            upgrade_marker(git_dir, data)
 
     def _remove_stale_git_locks(self, git_dir: Path) -> None:
         now = time.time()
@@ -1507,11 +1450,8 @@ class RepoStore:
         """Whether the cached clone was made with a filter (then it fetches via 'origin')."""
         partial = self._partial.get(repo.key)
         if partial is None:
-            metadata = read_stripped(self._git_dir(repo) / MARKER) or "{}"
-            try:
-                partial = bool(json.loads(metadata).get("filter"))
-            except ValueError:
-                partial = False
+            metadata = read_marker(self._git_dir(repo)) or {}
+            partial = bool(metadata.get("filter"))
             self._partial[repo.key] = partial
         return partial
 
@@ -1756,7 +1696,7 @@ class RepoStore:
     ) -> GitResult:
         pre_args = ["-C", str(work_tree)] if work_tree is not None else []
         return self._timed(
-            key or _key_of(git_dir),
+            key or key_of(git_dir),
             run_git,
             args,
             env=self._environment(),
@@ -1772,7 +1712,7 @@ class RepoStore:
 
     def _git_input(self, args: list[str], stdin: str, *, git_dir: Path) -> GitResult:
         return self._timed(
-            _key_of(git_dir),
+            key_of(git_dir),
             run_git,
             args,
             env=self._environment(),
@@ -1829,14 +1769,6 @@ def _init_bare_repository(path: Path) -> None:
         f"[core]\n\trepositoryformatversion = 1\n\tfilemode = {filemode}\n"
     )
     (path / "config.worktree").write_text(_MAIN_WORKTREE_CONFIG)
-
-
-def _key_of(git_dir: Path | None) -> str:
-    """The cache key of a published (``<key>.git``) or in-progress (``<key>.<pid>.<rand>``) dir."""
-    if git_dir is None:
-        return ""
-    name = git_dir.name
-    return name[: -len(".git")] if name.endswith(".git") else name.rsplit(".", 2)[0]
 
 
 def _check_seconds(name: str, value: object) -> float:

@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -338,7 +339,7 @@ class Probe:
 
     def __enter__(self) -> Probe:
         self.trace_dir.mkdir(parents=True, exist_ok=True)
-        run_git = git_module.run_git  # what store.py imported
+        run_git = git_module.run_git  # the one place every git call goes through
         rmtree_original = store_module.rmtree
         acquire = RepoLock._acquire
         probe = self
@@ -379,9 +380,17 @@ class Probe:
             finally:
                 probe._add("lock acquire (+ owner file)", perf() - start)
 
+        # Every module that deletes trees imported rmtree by name: time each of them.
+        rmtree_users = [
+            module
+            for module in vars(pytest_repoclones).values()
+            if isinstance(module, types.ModuleType)
+            and getattr(module, "rmtree", None) is not None
+            and module.rmtree is rmtree_original
+        ]
         for owner, name, value in (
-            (store_module, "run_git", timed_run_git),
-            (store_module, "rmtree", timed_rmtree),
+            (git_module, "run_git", timed_run_git),
+            *((module, "rmtree", timed_rmtree) for module in rmtree_users),
             (RepoLock, "_acquire", timed_acquire),
         ):
             self._saved.append((owner, name, getattr(owner, name)))
@@ -856,6 +865,7 @@ import json
 import os
 import subprocess
 import time
+import types
 from contextlib import contextmanager
 
 import pytest

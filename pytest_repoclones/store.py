@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ._files import (
     clear_worktree_state,
@@ -45,8 +45,6 @@ from ._git import (
     DEFAULT_TIMEOUT,
     GitResult,
     credential_args,
-    git_environment,
-    run_git,
     ssh_batch_env,
 )
 from ._layout import (
@@ -61,6 +59,7 @@ from ._layout import (
 from ._lock import RepoLock
 from ._ownership import REASON_PREFIX, Owner, judge, points_back
 from ._remote_failures import RemoteFailures
+from ._runner import GitRunner
 from .errors import (
     CacheCorruptError,
     CacheWriteError,
@@ -102,14 +101,11 @@ STALE_GIT_LOCK_AGE = 60.0
 ENTRY_RETRIES = 3
 #: How long a withdrawn worktree entry stays on disk (see RepoStore._unregister).
 HUSK_GRACE = 10.0
-#: When a git call fails on a lock file, how long it must sit idle before we call it stale.
-GIT_LOCK_PATIENCE = 2.0
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
 _LOCAL_WRITE_FAILURE = re.compile(
     r"No space left on device|Disk quota exceeded|Read-only file system", re.IGNORECASE
 )
 _ENTRY_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_GIT_LOCK_FILE_RE = re.compile(r"Unable to create '([^']+\.lock)': File exists")
 
 _OFFLINE_HINT = (
     "warm the cache first: `pytest-repoclones prefetch URL [COMMIT...]`, "
@@ -236,6 +232,7 @@ class RepoStore:
         self.remote_failures = RemoteFailures()
         #: Counters per repository (cache key), for this process only.
         self.stats: dict[str, RepoStats] = {}
+        self._runner = GitRunner(self.protocols, self.timeout, self.stats, self._mutex)
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> RepoStore:
@@ -1404,18 +1401,14 @@ class RepoStore:
         if git_dir.parent.name != "tmp":  # a clone's own fetch counts as the clone
             stats.fetches += 1
         try:
-            result = self._timed(
-                repo.key,
-                run_git,
+            result = self._runner.run(
                 ["fetch", *options, "--", source, *refspecs],
-                env=self._environment(),
                 git_dir=git_dir,
-                timeout=self.timeout,
+                key=repo.key,
                 pre_args=pre_args,
                 extra_env=extra_env,
                 url=repo.redacted,
                 progress=report,
-                die_with_parent=True,
             )
         except GitTimeoutError as exc:
             self.remote_failures.record(repo.key, exc)
@@ -1460,14 +1453,12 @@ class RepoStore:
             repo.username if repo.scheme in ("http", "https") else None, repo.password
         )
         if repo.scheme == "ssh":
-            extra_env.update(ssh_batch_env(self._environment(), self._user_ssh_command()))
+            extra_env.update(ssh_batch_env(self._runner.environment(), self._user_ssh_command()))
         return pre_args, extra_env
 
     def _user_ssh_command(self) -> str | None:
         """The user's core.sshCommand, which our GIT_SSH_COMMAND must not override."""
-        result = run_git(
-            ["config", "--get", "core.sshCommand"], env=self._environment(), timeout=self.timeout
-        )
+        result = self._runner.run(["config", "--get", "core.sshCommand"])
         return result.stdout.strip() or None
 
     def _stats(self, repo: RepoURL) -> RepoStats:
@@ -1480,46 +1471,6 @@ class RepoStore:
     def _network_ops(self, repo: RepoURL) -> int:
         stats = self.stats.get(repo.key)
         return 0 if stats is None else stats.clones + stats.fetches
-
-    def _timed(
-        self, key: str, func: Callable[..., GitResult], *args: Any, **kwargs: Any
-    ) -> GitResult:
-        start = time.perf_counter()
-        try:
-            return self._recovering_stale_git_locks(func, args, kwargs)
-        finally:
-            stats = self.stats.get(key)
-            if stats is not None:
-                stats.git_seconds += time.perf_counter() - start
-
-    def _recovering_stale_git_locks(
-        self, func: Callable[..., GitResult], args: Any, kwargs: dict[str, Any]
-    ) -> GitResult:
-        """Run git; if it failed on a lock file a killed git left behind, remove it and retry.
-
-        Repository-level git calls run under our per-repository lock, so no other plugin
-        process holds a git lock there; a lock file that stays untouched for a moment was
-        left by a git that died with its (SIGKILLed) parent. A test running git inside its
-        worktree can hold such a lock for milliseconds, hence the short patience.
-        """
-        deadline: float | None = None
-        while True:
-            result = func(*args, **kwargs)
-            git_dir = kwargs.get("git_dir")
-            if result.ok or git_dir is None:
-                return result
-            match = _GIT_LOCK_FILE_RE.search(result.stderr)
-            if match is None:
-                return result
-            lock_file = Path(match.group(1))
-            try:
-                lock_file.relative_to(git_dir)
-            except ValueError:
-                return result
-            if deadline is None:
-                deadline = time.monotonic() + GIT_LOCK_PATIENCE * 3
-            if not _wait_out_git_lock(lock_file, deadline):
-                return result
 
     def _raise_fetch_error(
         self, repo: RepoURL, revision: Revision, result: GitResult, problem: str
@@ -1649,20 +1600,14 @@ class RepoStore:
                 extra_env = {"GIT_ALLOW_PROTOCOL": "none"}
             else:
                 pre_args, extra_env = self._remote_auth(repo)
-        result = self._timed(
-            repo.key,
-            run_git,
+        result = self._runner.run(
             args,
-            env=self._environment(),
+            key=repo.key,
             cwd=worktree.path,
             pre_args=[*pre_args, "-C", str(worktree.path)],
             extra_env=extra_env,
-            timeout=self.timeout,
             url=repo.redacted,
             stdin=stdin,
-            # A checkout orphaned by a SIGKILLed test would keep writing into a tree that the
-            # next session's pruning deletes (seen in tests/stress/kill_trials.py).
-            die_with_parent=args[0] in ("reset", "checkout"),
         )
         if check and not result.ok:
             if not worktree.isolated:
@@ -1687,39 +1632,12 @@ class RepoStore:
     # -- running git -----------------------------------------------------------------------
 
     def _git(
-        self,
-        args: list[str],
-        *,
-        git_dir: Path | None = None,
-        work_tree: Path | None = None,
-        key: str | None = None,
+        self, args: list[str], *, git_dir: Path | None = None, key: str | None = None
     ) -> GitResult:
-        pre_args = ["-C", str(work_tree)] if work_tree is not None else []
-        return self._timed(
-            key or key_of(git_dir),
-            run_git,
-            args,
-            env=self._environment(),
-            git_dir=git_dir,
-            cwd=work_tree,
-            pre_args=pre_args,
-            timeout=self.timeout,
-        )
-
-    def _environment(self) -> dict[str, str]:
-        # Rebuilt per call (microseconds): a user may set proxies or GIT_SSH_COMMAND later.
-        return git_environment(self.protocols)
+        return self._runner.run(args, git_dir=git_dir, key=key)
 
     def _git_input(self, args: list[str], stdin: str, *, git_dir: Path) -> GitResult:
-        return self._timed(
-            key_of(git_dir),
-            run_git,
-            args,
-            env=self._environment(),
-            git_dir=git_dir,
-            timeout=self.timeout,
-            stdin=stdin,
-        )
+        return self._runner.run(args, git_dir=git_dir, stdin=stdin)
 
 
 @contextlib.contextmanager
@@ -1822,28 +1740,3 @@ def _config_quote(value: str) -> str:
     """A value for a git config file, quoted so that no character changes its meaning."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
-
-
-def _wait_out_git_lock(lock_file: Path, deadline: float) -> bool:
-    """Wait for a git lock file to go away, deleting it once idle; False if it stayed busy.
-
-    Idle means untouched for GIT_LOCK_PATIENCE: by its mtime, or, since a clock stepped back
-    or an NFS server ahead can date it in the future (then it would never look old), by
-    watching it unchanged for that long on our own monotonic clock.
-    """
-    first_seen: tuple[float, tuple[int, int, int]] | None = None
-    while time.monotonic() < deadline:
-        try:
-            info = lock_file.stat()
-        except FileNotFoundError:
-            return True
-        identity = (info.st_ino, info.st_size, info.st_mtime_ns)
-        if first_seen is None or first_seen[1] != identity:
-            first_seen = (time.monotonic(), identity)
-        watched = time.monotonic() - first_seen[0]
-        if time.time() - info.st_mtime > GIT_LOCK_PATIENCE or watched > GIT_LOCK_PATIENCE:
-            lock_file.unlink(missing_ok=True)
-            log.warning("repoclones: removed git lock file left by a killed process: %s", lock_file)
-            return True
-        time.sleep(0.1)
-    return False

@@ -32,6 +32,7 @@ from pytest_repoclones import RepoStore, Worktree
 from pytest_repoclones import _git as git_module
 from pytest_repoclones import store as store_module
 from pytest_repoclones._lock import RepoLock
+from pytest_repoclones._remote import PIN_PREFIX
 
 BENCH_DIR = Path(__file__).resolve().parent
 #: Set by run.py when it benchmarks a committed revision of the plugin (--plugin-rev).
@@ -1035,11 +1036,11 @@ def run_parallel_once(
     fetch_args = [" ".join(p.argv) for p in top if p.name == "fetch"]
     tmp_dir = f"--git-dir={cache / 'tmp'}/"
     clone_fetches = sum(tmp_dir in a for a in fetch_args)
-    commit_fetches = sum(store_module.PIN_PREFIX in a for a in fetch_args)
+    commit_fetches = sum(PIN_PREFIX in a for a in fetch_args)
     repos = list((cache / "repos").glob("*.git"))
     pins = 0
     for repo in repos:
-        pins += len(git("--git-dir", repo, "for-each-ref", store_module.PIN_PREFIX).splitlines())
+        pins += len(git("--git-dir", repo, "for-each-ref", PIN_PREFIX).splitlines())
     run = ParallelRun(
         workers=workers,
         wall=wall,

@@ -26,7 +26,7 @@ from typing import Any
 
 from ._files import rmtree
 from ._processes import pid_alive
-from .errors import CacheCorruptError, RepoClonesError
+from .errors import CacheCorruptError, CacheWriteError, RepoClonesError
 
 __all__ = [
     "CACHE_FORMAT",
@@ -35,6 +35,7 @@ __all__ = [
     "CacheLayout",
     "key_of",
     "read_marker",
+    "read_only_error",
     "write_marker",
 ]
 
@@ -195,3 +196,14 @@ def upgrade_marker(git_dir: Path, data: dict[str, Any]) -> None:
         os.replace(tmp, git_dir / MARKER)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_only_error(cache_dir: Path, url: str, what: str, commit: str | None) -> CacheWriteError:
+    """What a read-only cache says when it was asked for something it does not hold."""
+    return CacheWriteError(
+        f"The cache {cache_dir} is read-only and {what}",
+        url=url,
+        commit=commit,
+        hint="warm it where it is writable (`pytest-repoclones prefetch URL COMMIT...`), "
+        "or point --repo-cache-dir at a writable directory (a copy of it works)",
+    )

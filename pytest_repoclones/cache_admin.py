@@ -27,10 +27,11 @@ from ._git import git_environment, run_git
 from ._layout import MARKER, CacheLayout
 from ._ownership import judge, points_back
 from ._processes import pid_alive
+from ._remote import PIN_PREFIX
 from .errors import InvalidInputError, LockTimeoutError, RepoClonesError
 from .health import find_problem
 from .settings import CACHE_DIR_ENV, default_cache_dir
-from .store import PIN_PREFIX, RepoStore
+from .store import RepoStore
 from .urls import parse_url, redact
 
 __all__ = [

@@ -21,7 +21,6 @@ processes. Checking files out and deleting them, the slow parts, run outside it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import re
@@ -44,8 +43,6 @@ from ._files import (
 from ._git import (
     DEFAULT_TIMEOUT,
     GitResult,
-    credential_args,
-    ssh_batch_env,
 )
 from ._layout import (
     MARKER,
@@ -53,18 +50,19 @@ from ._layout import (
     CacheLayout,
     key_of,
     read_marker,
+    read_only_error,
     upgrade_marker,
     write_marker,
 )
 from ._lock import RepoLock
 from ._ownership import REASON_PREFIX, Owner, judge, points_back
+from ._remote import OFFLINE_HINT, REMOTE_HEAD, Remote
 from ._remote_failures import RemoteFailures
 from ._runner import GitRunner
 from .errors import (
     CacheCorruptError,
     CacheWriteError,
     CommitNotFoundError,
-    GitTimeoutError,
     InvalidInputError,
     RemoteError,
     RepoClonesError,
@@ -87,7 +85,6 @@ _T = TypeVar("_T")
 
 #: Sessions remembered in REFRESH_MARKER: concurrent runs each find their own id there.
 REFRESH_MEMORY = 32
-PIN_PREFIX = "refs/repoclones/pins/"
 NAMED_PREFIX = "refs/repoclones/named/"
 BRANCH_PREFIX = "repoclones/"
 LOCK_REASON_PREFIX = REASON_PREFIX
@@ -102,31 +99,8 @@ ENTRY_RETRIES = 3
 #: How long a withdrawn worktree entry stays on disk (see RepoStore._unregister).
 HUSK_GRACE = 10.0
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
-_LOCAL_WRITE_FAILURE = re.compile(
-    r"No space left on device|Disk quota exceeded|Read-only file system", re.IGNORECASE
-)
 _ENTRY_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
-_OFFLINE_HINT = (
-    "warm the cache first: `pytest-repoclones prefetch URL [COMMIT...]`, "
-    "or one run without --repo-offline"
-)
-_BRANCHES_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
-# Branches are pruned (deleted upstream: gone here, and `release/2.x` can become `release`
-# without a directory/file clash), tags are not: a tag a test makes in its worktree lives in
-# the shared refs/tags, and pruning there could pull it from under a running test. Hence tags
-# through --tags (never pruned) with --force (a moved tag is updated), not through a refspec.
-_UPSTREAM_OPTIONS = ("--prune", "--tags", "--force")
-# Not refs/remotes/origin/HEAD: an upstream branch named HEAD maps there through the branches
-# refspec, and git refuses to fetch two sources into one ref (plain git clones such a remote).
-REMOTE_HEAD = "refs/repoclones/remote-head"
-_HEAD_REFSPEC = f"+HEAD:{REMOTE_HEAD}"
-# A tag deleted upstream and replaced by tags below its name (or the other way round): git
-# cannot create refs/tags/a/b while refs/tags/a exists, and tags are never pruned (see above).
-_TAG_CLASH_RE = re.compile(
-    r"'(refs/tags/[^']+)' exists; cannot create '(?:refs/tags/[^']+)'"
-    r"|there are still refs under '(refs/tags/[^']+)'"
-)
 # Written into each cached repository's own config, so git run by tests inside a worktree
 # (a commit triggers auto-gc) cannot repack or prune the shared store either.
 _REPO_CONFIG = """\
@@ -152,8 +126,6 @@ _REPO_CONFIG = """\
 # clone time is what `git sparse-checkout` would otherwise do later, rewriting the shared
 # config while other processes' worktrees read it.
 _MAIN_WORKTREE_CONFIG = "[core]\n\tbare = true\n"
-# Phrases git uses when the remote answered but has no such object or ref.
-_NOT_FOUND_PHRASES = ("not our ref", "couldn't find remote ref", "no such remote ref")
 # A fetch's connectivity check found objects missing: the remote sent too little, or (what we
 # check with fsck) the cache lost an object the remote assumed we have.
 _INCOMPLETE_FETCH = "did not send all necessary objects"
@@ -812,13 +784,7 @@ class RepoStore:
         return self.layout.read_only
 
     def _read_only_error(self, repo: RepoURL, what: str, commit: str | None) -> CacheWriteError:
-        return CacheWriteError(
-            f"The cache {self.cache_dir} is read-only and {what}",
-            url=repo.redacted,
-            commit=commit,
-            hint="warm it where it is writable (`pytest-repoclones prefetch URL COMMIT...`), "
-            "or point --repo-cache-dir at a writable directory (a copy of it works)",
-        )
+        return read_only_error(self.cache_dir, repo.redacted, what, commit)
 
     def _ensure(self, repo: RepoURL) -> Path:
         """The git dir of a complete clone of ``repo``; clone it first if needed."""
@@ -856,7 +822,7 @@ class RepoStore:
             raise RemoteError(
                 "Repository is not in the cache, and --repo-offline forbids cloning it",
                 url=repo.redacted,
-                hint=_OFFLINE_HINT,
+                hint=OFFLINE_HINT,
             )
         tmp = self.layout.build_dir(repo.key)
         try:
@@ -1169,7 +1135,7 @@ class RepoStore:
                 "No commit matches this abbreviated object name",
                 url=repo.redacted,
                 commit=revision.text,
-                hint=_OFFLINE_HINT
+                hint=OFFLINE_HINT
                 if self.offline
                 else "abbreviations are resolved against the cache after fetching all branches "
                 "and tags; give the full object name to fetch a commit outside them",
@@ -1189,7 +1155,7 @@ class RepoStore:
                 f"No such {what} upstream",
                 url=repo.redacted,
                 commit=revision.text,
-                hint=_OFFLINE_HINT
+                hint=OFFLINE_HINT
                 if self.offline
                 else "the remote's HEAD names a branch it does not have; pass a branch name"
                 if revision.kind == "default"
@@ -1283,65 +1249,30 @@ class RepoStore:
         if self.offline or self.read_only:
             return
         with self._lock(repo).hold(f"fetch {revision.text}"):
-            result = self._fetch(repo, git_dir, [f"+{revision.text}:{local}"])
+            result = self._remote(repo).fetch(git_dir, [f"+{revision.text}:{local}"])
             if not result.ok:
                 self._check_fetch_damage(repo, git_dir, result)
         if not result.ok:
-            self._raise_fetch_error(repo, revision, result, "Could not fetch ref")
+            raise self._remote(repo).fetch_error(revision.text, result, "Could not fetch ref")
 
     def _fetch_upstream(
         self, repo: RepoURL, git_dir: Path, *, problem: str, clone_filter: str | None = None
     ) -> None:
-        specs = [_HEAD_REFSPEC, _BRANCHES_REFSPEC]
-        result = self._fetch(repo, git_dir, specs, clone_filter=clone_filter, upstream=True)
-        if not result.ok and "couldn't find remote ref HEAD" in result.stderr:
-            # Remote HEAD points at a missing branch, or the remote is empty.
-            specs = specs[1:]
-            result = self._fetch(repo, git_dir, specs, clone_filter=clone_filter, upstream=True)
-        for _ in range(3):  # a few rounds: each one may uncover the next clash
-            if result.ok or not self._remove_clashing_tags(git_dir, result.stderr):
-                break
-            result = self._fetch(repo, git_dir, specs, clone_filter=clone_filter, upstream=True)
+        result = self._remote(repo).fetch_upstream(git_dir, clone_filter=clone_filter)
         if not result.ok:
             self._check_fetch_damage(repo, git_dir, result)
             raise RemoteError(problem, url=repo.redacted, git_error=repo.scrub(result.error_line))
-
-    def _remove_clashing_tags(self, git_dir: Path, stderr: str) -> bool:
-        """Delete local tags that block upstream ones by name (caller holds the lock)."""
-        doomed: set[str] = set()
-        for match in _TAG_CLASH_RE.finditer(stderr):
-            if match.group(1):
-                doomed.add(match.group(1))
-            else:
-                under = self._git(
-                    ["for-each-ref", "--format=%(refname)", f"{match.group(2)}/"], git_dir=git_dir
-                )
-                doomed.update(line for line in under.stdout.splitlines() if line)
-        if not doomed:
-            return False
-        stdin = "".join(f"delete {ref}\n" for ref in sorted(doomed))
-        log.warning("repoclones: removing tags that upstream replaced: %s", ", ".join(doomed))
-        return self._git_input(["update-ref", "--stdin"], stdin, git_dir=git_dir).ok
 
     def _fetch_commit_locked(self, repo: RepoURL, git_dir: Path, revision: Revision) -> None:
         """Fetch one object by full name (caller holds the lock); pin it under refs/repoclones."""
         sha = revision.text
         assert sha is not None
-        if self.read_only:
-            raise self._read_only_error(repo, "does not hold this commit", sha)
-        if self.offline:
-            raise CommitNotFoundError(
-                "Commit is not in the cache, and --repo-offline forbids fetching it",
-                url=repo.redacted,
-                commit=sha,
-                hint=_OFFLINE_HINT,
-            )
-        result = self._fetch(repo, git_dir, [f"+{sha}:{PIN_PREFIX}{sha}"])
+        result = self._remote(repo).fetch_commit(git_dir, sha)
         if result.ok:
             return
         self._check_fetch_damage(repo, git_dir, result)
-        if not any(phrase in result.stderr for phrase in _NOT_FOUND_PHRASES):
-            self._raise_fetch_error(repo, revision, result, "Could not fetch commit")
+        if not Remote.not_found(result):
+            raise self._remote(repo).fetch_error(sha, result, "Could not fetch commit")
         # Servers without fetch-by-name (protocol v0, some mirrors): try the advertised refs.
         if repo.key not in self._refreshed:
             self._fetch_upstream(repo, git_dir, problem="Could not fetch branches and tags")
@@ -1360,80 +1291,6 @@ class RepoStore:
     def _exists(self, git_dir: Path, sha: str) -> bool:
         return self._git(["cat-file", "-e", sha], git_dir=git_dir).ok
 
-    def _fetch(
-        self,
-        repo: RepoURL,
-        git_dir: Path,
-        refspecs: list[str],
-        *,
-        clone_filter: str | None = None,
-        upstream: bool = False,
-    ) -> GitResult:
-        if self.read_only:
-            raise self._read_only_error(repo, "cannot take what the remote has", None)
-        if self.offline:
-            raise RemoteError(
-                "Not in the cache, and --repo-offline forbids contacting the remote",
-                url=repo.redacted,
-                hint=_OFFLINE_HINT,
-            )
-        pre_args, extra_env = self._remote_auth(repo)
-        options = [
-            *(_UPSTREAM_OPTIONS if upstream else ["--no-tags"]),
-            "--no-write-fetch-head",
-            "--no-auto-maintenance",
-        ]
-        report = None
-        if self._progress is not None:
-            options.append("--progress")  # git prints it only to a terminal otherwise
-            verb = "cloning" if git_dir.parent.name == "tmp" else "fetching"
-            show = self._progress
-            report = lambda line: show(f"repoclones: {verb} {repo.redacted}: {line}")  # noqa: E731
-        else:
-            options.append("--quiet")
-        if clone_filter is not None:
-            options.append(f"--filter={clone_filter}")
-        # A partial clone must fetch through its promisor remote; others name the URL, so
-        # that no URL is ever stored in the cached repository's config.
-        source = "origin" if clone_filter is not None or self._is_partial(repo) else repo.fetch_url
-        self.remote_failures.check(repo.key, repo.redacted)
-        stats = self._stats(repo)
-        if git_dir.parent.name != "tmp":  # a clone's own fetch counts as the clone
-            stats.fetches += 1
-        try:
-            result = self._runner.run(
-                ["fetch", *options, "--", source, *refspecs],
-                git_dir=git_dir,
-                key=repo.key,
-                pre_args=pre_args,
-                extra_env=extra_env,
-                url=repo.redacted,
-                progress=report,
-            )
-        except GitTimeoutError as exc:
-            self.remote_failures.record(repo.key, exc)
-            raise
-        if not result.ok and _LOCAL_WRITE_FAILURE.search(result.stderr):
-            # The cache's disk, not the remote: say so (git's message only names a file).
-            line = next(
-                text for text in result.stderr.splitlines() if _LOCAL_WRITE_FAILURE.search(text)
-            )
-            failure = OSError(
-                errno.ENOSPC if "space" in line.lower() else errno.EROFS, line.strip()
-            )
-            raise CacheWriteError.from_os_error(failure, url=repo.redacted)
-        if not result.ok:
-            self.remote_failures.record(
-                repo.key,
-                RemoteError(
-                    "Could not reach the remote",
-                    url=repo.redacted,
-                    git_error=repo.scrub(result.error_line),
-                ),
-                stderr=repo.scrub(result.stderr),
-            )
-        return result
-
     def _touch(self, git_dir: Path) -> None:
         """Record the last use (the marker's mtime) for `pytest-repoclones gc`: one utime."""
         with contextlib.suppress(OSError):
@@ -1448,18 +1305,20 @@ class RepoStore:
             self._partial[repo.key] = partial
         return partial
 
-    def _remote_auth(self, repo: RepoURL) -> tuple[list[str], dict[str, str]]:
-        pre_args, extra_env = credential_args(
-            repo.username if repo.scheme in ("http", "https") else None, repo.password
+    def _remote(self, repo: RepoURL) -> Remote:
+        """The upstream as ``repo`` spells it: made per call, since URLs that share an entry
+        may differ in what reaches the network (credentials, an ssh login, an insteadOf)."""
+        return Remote(
+            repo,
+            self._runner,
+            cache_dir=self.cache_dir,
+            offline=self.offline,
+            read_only=lambda: self.read_only,
+            failures=self.remote_failures,
+            stats=lambda: self._stats(repo),
+            partial=lambda: self._is_partial(repo),
+            progress=self._progress,
         )
-        if repo.scheme == "ssh":
-            extra_env.update(ssh_batch_env(self._runner.environment(), self._user_ssh_command()))
-        return pre_args, extra_env
-
-    def _user_ssh_command(self) -> str | None:
-        """The user's core.sshCommand, which our GIT_SSH_COMMAND must not override."""
-        result = self._runner.run(["config", "--get", "core.sshCommand"])
-        return result.stdout.strip() or None
 
     def _stats(self, repo: RepoURL) -> RepoStats:
         with self._mutex:
@@ -1471,19 +1330,6 @@ class RepoStore:
     def _network_ops(self, repo: RepoURL) -> int:
         stats = self.stats.get(repo.key)
         return 0 if stats is None else stats.clones + stats.fetches
-
-    def _raise_fetch_error(
-        self, repo: RepoURL, revision: Revision, result: GitResult, problem: str
-    ) -> None:
-        error_line = repo.scrub(result.error_line)
-        if any(phrase in result.stderr for phrase in _NOT_FOUND_PHRASES):
-            raise CommitNotFoundError(
-                f"{problem}: not found upstream",
-                url=repo.redacted,
-                commit=revision.text,
-                git_error=error_line,
-            )
-        raise RemoteError(problem, url=repo.redacted, commit=revision.text, git_error=error_line)
 
     # -- worktrees -------------------------------------------------------------------------
 
@@ -1599,7 +1445,7 @@ class RepoStore:
                 # No transport at all: a lazy fetch of a missing blob fails at once.
                 extra_env = {"GIT_ALLOW_PROTOCOL": "none"}
             else:
-                pre_args, extra_env = self._remote_auth(repo)
+                pre_args, extra_env = self._remote(repo).auth()
         result = self._runner.run(
             args,
             key=repo.key,

@@ -21,6 +21,8 @@ from helpers.children import ChildGroup
 from upstream import Upstream, git, truncate_pack
 
 from pytest_repoclones import RepoStore, cli
+from pytest_repoclones._layout import MARKER
+from pytest_repoclones._remote import PIN_PREFIX
 from pytest_repoclones.cache_admin import (
     format_age,
     format_size,
@@ -28,7 +30,6 @@ from pytest_repoclones.cache_admin import (
     parse_size,
     resolve_cache_dir,
 )
-from pytest_repoclones.store import MARKER, PIN_PREFIX
 
 DAY = 86400.0
 DEAD_PID = 99_999_999  # above any pid_max: never a live process

@@ -73,6 +73,16 @@ class RepoLock:
             f"({owner.get('purpose', 'unknown work')}{held})"
         )
 
+    @property
+    def held(self) -> bool:
+        """Whether this thread holds the lock (always, for a disabled one)."""
+        return not self.enabled or getattr(self._depth, "value", 0) > 0
+
+    def assert_held(self) -> None:
+        """What a ``*_locked`` step checks first: a promise the caller cannot forget."""
+        if not self.held:
+            raise AssertionError(f"the lock {self.path} must be held here")
+
     @contextmanager
     def hold(self, purpose: str) -> Iterator[None]:
         if not self.enabled:

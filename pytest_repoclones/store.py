@@ -26,7 +26,6 @@ import os
 import re
 import secrets
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -55,7 +54,8 @@ from ._layout import (
     write_marker,
 )
 from ._lock import RepoLock
-from ._ownership import REASON_PREFIX, Owner, judge, points_back
+from ._ownership import Owner
+from ._registry import BRANCH_PREFIX, WorktreeRegistry
 from ._remote import OFFLINE_HINT, REMOTE_HEAD, Remote
 from ._remote_failures import RemoteFailures
 from ._runner import GitRunner
@@ -86,21 +86,11 @@ _T = TypeVar("_T")
 #: Sessions remembered in REFRESH_MARKER: concurrent runs each find their own id there.
 REFRESH_MEMORY = 32
 NAMED_PREFIX = "refs/repoclones/named/"
-BRANCH_PREFIX = "repoclones/"
-LOCK_REASON_PREFIX = REASON_PREFIX
-#: Inside a cached repository: admin entries are built here and renamed into worktrees/ (and
-#: renamed out here before deletion), so that no git process ever sees one half-made.
-STAGING_DIR = "repoclones-staging"
+
 DEFAULT_LOCK_TIMEOUT = 900.0
-#: A git lock file untouched this long, found while we hold the repository lock, is stale.
-STALE_GIT_LOCK_AGE = 60.0
 #: Times an operation is retried after its cache entry was removed under it (gc in a loop).
 ENTRY_RETRIES = 3
-#: How long a withdrawn worktree entry stays on disk (see RepoStore._unregister).
-HUSK_GRACE = 10.0
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
-_ENTRY_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
 # Written into each cached repository's own config, so git run by tests inside a worktree
 # (a commit triggers auto-gc) cannot repack or prune the shared store either.
 _REPO_CONFIG = """\
@@ -205,6 +195,7 @@ class RepoStore:
         #: Counters per repository (cache key), for this process only.
         self.stats: dict[str, RepoStats] = {}
         self._runner = GitRunner(self.protocols, self.timeout, self.stats, self._mutex)
+        self._registry = WorktreeRegistry(self.cache_dir, self._runner, self._owner)
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> RepoStore:
@@ -360,22 +351,23 @@ class RepoStore:
         url: str,
     ) -> Worktree:
         git_dir = self._git_dir(repo)
-        with self._lock(repo).hold(f"worktree add {target}"):
+        lock = self._lock(repo)
+        with lock.hold(f"worktree add {target}"):
             if not (git_dir / MARKER).is_file():
                 # Removed meanwhile by `pytest-repoclones gc/clear`: clone it again (the
                 # lock is reentrant).
                 with self._mutex:
                     self._prepared.discard(repo.key)
                 git_dir = self._ensure(repo)
-            result = self._create_branch(git_dir, branch, start)
+            result = self._registry.create_branch(lock, git_dir, branch, start)
             exists = "already exists" in result.stderr
             if not result.ok and auto_branch and exists:
                 branch = self.new_branch_name()
-                result = self._create_branch(git_dir, branch, start)
+                result = self._registry.create_branch(lock, git_dir, branch, start)
             elif not result.ok and revision.kind == "full" and not exists:
                 # Not in the cache (or not a commit): fetch under the lock we hold, then retry.
                 start = self._resolve_object(repo, git_dir, revision)
-                result = self._create_branch(git_dir, branch, start)
+                result = self._registry.create_branch(lock, git_dir, branch, start)
             if not result.ok:
                 self._check_damage(repo, git_dir, result.stderr)
                 raise WorktreeError(
@@ -385,9 +377,9 @@ class RepoStore:
                     git_error=repo.scrub(result.error_line),
                 )
             try:
-                admin_dir = self._register(git_dir, target, branch)
+                admin_dir = self._registry.register(lock, git_dir, target, branch)
             except BaseException:
-                self._git(["update-ref", "-d", f"refs/heads/{branch}"], git_dir=git_dir)
+                self._registry.delete_branch(lock, git_dir, branch)
                 raise
         worktree = Worktree(
             path=target,
@@ -436,10 +428,7 @@ class RepoStore:
             return
         lock = self._lock_for_git_dir(worktree.git_dir, redact(worktree.url))
         with _context(redact(worktree.url), worktree.commit), lock.hold(f"keep {worktree.path}"):
-            write_atomically(
-                worktree.admin_dir / "locked",
-                f"{LOCK_REASON_PREFIX}kept=1 branch={worktree.branch}",
-            )
+            self._registry.keep(lock, worktree.admin_dir, worktree.branch)
 
     def close(self) -> None:
         """Remove every parked worktree (reuse mode) and release this process's owner lock
@@ -468,10 +457,8 @@ class RepoStore:
             return  # a repository of its own: nothing registered in the cache
         lock = self._lock_for_git_dir(worktree.git_dir, redact(worktree.url))
         with lock.hold(f"worktree remove {worktree.path}"):
-            self._unregister(worktree.git_dir, worktree.admin_dir)
-            result = self._git(
-                ["update-ref", "-d", f"refs/heads/{worktree.branch}"], git_dir=worktree.git_dir
-            )
+            self._registry.unregister(lock, worktree.git_dir, worktree.admin_dir)
+            result = self._registry.delete_branch(lock, worktree.git_dir, worktree.branch)
         if not result.ok and worktree.git_dir.exists():
             raise WorktreeError(
                 f"Could not delete branch {worktree.branch}",
@@ -653,8 +640,9 @@ class RepoStore:
             with contextlib.suppress(OSError, RepoClonesError):
                 self._remove_for_real(moved)
             raise
-        with self._lock(repo).hold(f"worktree reuse {target}"):
-            self._git(["update-ref", "-d", f"refs/heads/{parked.branch}"], git_dir=git_dir)
+        lock = self._lock(repo)
+        with lock.hold(f"worktree reuse {target}"):
+            self._registry.delete_branch(lock, git_dir, parked.branch)
         return Worktree(
             path=target,
             url=url,
@@ -697,8 +685,9 @@ class RepoStore:
             normalize_modes(moved.path)
         except BaseException:
             # The caller removes the worktree with its old branch; this one is ours too.
-            with self._lock(repo).hold(f"worktree reuse {moved.path}"):
-                self._git(["update-ref", "-d", f"refs/heads/{branch}"], git_dir=moved.git_dir)
+            lock = self._lock(repo)
+            with lock.hold(f"worktree reuse {moved.path}"):
+                self._registry.delete_branch(lock, moved.git_dir, branch)
             raise
 
     def _clear_index_flags(self, repo: RepoURL, worktree: Worktree) -> None:
@@ -726,25 +715,17 @@ class RepoStore:
         """Where the cached clone of ``url`` lives (whether or not it exists yet)."""
         return self._git_dir(self._parse_url(url))
 
-    def live_worktrees(self, url: str | os.PathLike[str]) -> list[Path]:
-        """Worktrees currently registered in the cached clone of ``url``."""
-        git_dir = self._git_dir(self._parse_url(url))
-        found = []
-        for admin in sorted((git_dir / "worktrees").glob("*")):
-            try:
-                found.append(Path((admin / "gitdir").read_text().strip()).parent)
-            except OSError:
-                continue
-        return found
+    def registered_worktrees(self, url: str | os.PathLike[str]) -> list[Path]:
+        """Worktrees currently registered in the cached clone of ``url`` (any process's)."""
+        return self._registry.registered(self._git_dir(self._parse_url(url)))
+
+    #: The earlier name: it lists registrations, live or not, not only live ones.
+    live_worktrees = registered_worktrees
 
     def test_branches(self, url: str | os.PathLike[str]) -> list[str]:
         """Branches this plugin made in the cached clone of ``url`` that still exist."""
-        git_dir = self._git_dir(self._parse_url(url))
-        result = self._git(
-            ["for-each-ref", "--format=%(refname:lstrip=2)", f"refs/heads/{BRANCH_PREFIX}"],
-            git_dir=git_dir,
-        )
-        return [line for line in result.stdout.splitlines() if line]
+        refs = self._registry.plugin_branches(self._git_dir(self._parse_url(url)))
+        return [ref[len("refs/heads/") :] for ref in refs]
 
     # -- cache entries ---------------------------------------------------------------------
 
@@ -865,8 +846,8 @@ class RepoStore:
         problem = find_problem(git_dir, lambda: self._tips_without_trees(git_dir))
         if problem is None:
             return
-        self._prune_dead_worktrees(repo, git_dir)
-        if self._users(git_dir):
+        self._registry.prune_dead(self._lock(repo), git_dir)
+        if self._registry.users(git_dir):
             raise CacheCorruptError(
                 f"Cache entry {git_dir} is damaged ({problem}) and worktrees of live processes "
                 "still use it",
@@ -948,8 +929,8 @@ class RepoStore:
                     hint=f"run once without --repo-offline to rebuild it, or delete {git_dir}",
                 )
             self._drop_parked(repo)  # ours, idle: they must not keep the entry alive
-            self._prune_dead_worktrees(repo, git_dir)
-            live = self._users(git_dir)
+            self._registry.prune_dead(self._lock(repo), git_dir)
+            live = self._registry.users(git_dir)
             if live:
                 raise CacheCorruptError(
                     f"Cache entry {git_dir} is damaged ({_DAMAGED}) and {len(live)} "
@@ -1014,87 +995,13 @@ class RepoStore:
         """First use in this process: clear what killed processes left behind."""
         self._check_format_locked(git_dir)
         self.layout.remove_stale_builds(repo.key)
-        # Only holders of this lock stage admin entries: anything there is a killed one's.
-        rmtree(git_dir / STAGING_DIR)
-        self._remove_stale_git_locks(git_dir)
-        self._prune_dead_worktrees(repo, git_dir)
+        self._registry.prepare(self._lock(repo), git_dir)
 
     def _check_format_locked(self, git_dir: Path) -> None:
         """Refuse an entry of a newer layout; bring an older one's marker up to date."""
         data = read_marker(git_dir)
         if data is not None:
             upgrade_marker(git_dir, data)
-
-    def _remove_stale_git_locks(self, git_dir: Path) -> None:
-        now = time.time()
-        candidates = [git_dir / name for name in ("packed-refs.lock", "config.lock", "HEAD.lock")]
-        candidates.extend((git_dir / "refs").rglob("*.lock"))
-        for lock_file in candidates:
-            try:
-                # Tests may run git in their worktrees (a commit takes a ref lock for a few
-                # milliseconds) without our lock; only old lock files are from dead processes.
-                # One dated in the future (clock stepped back, NFS server ahead) has no age we
-                # can trust: the waiting path below judges it by watching it instead.
-                if now - lock_file.stat().st_mtime > STALE_GIT_LOCK_AGE:
-                    lock_file.unlink()
-                    log.warning("repoclones: removed stale git lock %s", lock_file)
-            except FileNotFoundError:
-                continue
-
-    def _prune_dead_worktrees(self, repo: RepoURL, git_dir: Path) -> None:
-        """Remove worktrees and branches whose owner is gone (caller holds the lock).
-
-        Only registrations the plugin wrote are judged (see _ownership.judge): a worktree a
-        test made with its own `git worktree add` is never ours to delete.
-        """
-        live_refs: set[str] = set()
-        admin_root = git_dir / "worktrees"
-        verdicts: dict[str, bool] = {}
-        for admin in sorted(admin_root.iterdir()) if admin_root.is_dir() else []:
-            registration = judge(self.cache_dir, admin, verdicts=verdicts, forget_dead=True)
-            dead = registration.state == "dead" or (
-                registration.state == "kept" and not registration.in_use
-            )
-            if not dead:
-                head = read_stripped(admin / "HEAD") or ""
-                if head.startswith("ref: "):
-                    live_refs.add(head[len("ref: ") :])
-                branch = registration.fields.get("branch")
-                if branch:
-                    live_refs.add(f"refs/heads/{branch}")  # even if the test switched away
-                continue
-            tree = registration.tree
-            # Delete the tree only if it still points back here, never some other directory.
-            if tree is not None and points_back(tree, admin):
-                try:
-                    rmtree(tree)
-                except OSError as exc:  # the entry matters, the files are in a tmp dir
-                    log.warning("repoclones: could not delete %s: %s", tree, exc)
-            self._unregister(git_dir, admin)
-            log.info("repoclones: pruned worktree entry %s of a dead process", admin.name)
-        result = self._git(
-            ["for-each-ref", "--format=%(refname)", f"refs/heads/{BRANCH_PREFIX}"],
-            git_dir=git_dir,
-        )
-        # Under our lock nobody is between creating a branch and registering its worktree, so
-        # a plugin branch that no live worktree owns was orphaned by a killed teardown.
-        doomed = [ref for ref in result.stdout.splitlines() if ref and ref not in live_refs]
-        if doomed:
-            stdin = "".join(f"delete {ref}\n" for ref in doomed)
-            result = self._git_input(["update-ref", "--stdin"], stdin, git_dir=git_dir)
-            if not result.ok:
-                log.warning("repoclones: could not delete orphaned branches: %s", result.error_line)
-
-    def _users(self, git_dir: Path) -> list[Path]:
-        """Checkouts that removing or rebuilding the entry would pull from under someone."""
-        admin_root = git_dir / "worktrees"
-        verdicts: dict[str, bool] = {}
-        found = []
-        for admin in sorted(admin_root.iterdir()) if admin_root.is_dir() else []:
-            registration = judge(self.cache_dir, admin, verdicts=verdicts)
-            if registration.in_use:
-                found.append(registration.tree or admin)
-        return found
 
     # -- resolving commits -----------------------------------------------------------------
 
@@ -1356,76 +1263,6 @@ class RepoStore:
                 f"Worktree path {target} is inside the cache", url=repo.redacted, commit=commit
             )
         return target
-
-    def _create_branch(self, git_dir: Path, branch: str, start: str) -> GitResult:
-        """The worktree's branch, created only if absent ("" as the old value); git checks
-        that ``start`` names a commit, so nothing ever points a branch at a missing object."""
-        return self._git(["update-ref", f"refs/heads/{branch}", start, ""], git_dir=git_dir)
-
-    def _register(self, git_dir: Path, target: Path, branch: str) -> Path:
-        """Register ``target`` as a worktree on ``branch``; return its admin entry.
-
-        What `git worktree add --no-checkout --lock` writes, but built aside and renamed into
-        ``worktrees/`` (caller holds the lock): git writes its entry file by file, and a test
-        running `git log --all` in its own worktree meanwhile reads it half-made ("bad object
-        worktrees/X/HEAD", "failed to read worktrees/X/commondir").
-        """
-        name = _ENTRY_NAME_UNSAFE.sub("-", target.name).strip(".-")[:40] or "wt"
-        name = f"{name}-{secrets.token_hex(4)}"
-        common = Path(os.path.realpath(git_dir))
-        staging = git_dir / STAGING_DIR / name
-        admin = common / "worktrees" / name
-        dot_git = target / ".git"
-        try:
-            staging.mkdir(parents=True)
-            (staging / "gitdir").write_text(f"{os.path.realpath(target)}/.git\n")
-            (staging / "commondir").write_text("../..\n")
-            (staging / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
-            # Locked with our owner id: git's own prune leaves it alone, and a later session
-            # tells a dead owner's entry from a live one by that owner's lock.
-            (staging / "locked").write_text(self._owner.reason(branch))
-            target.mkdir(parents=True, exist_ok=True)
-            dot_git.write_text(f"gitdir: {admin}\n")
-            (git_dir / "worktrees").mkdir(exist_ok=True)
-            os.rename(staging, admin)
-        except BaseException:
-            rmtree(staging)
-            dot_git.unlink(missing_ok=True)
-            raise
-        return admin
-
-    def _unregister(self, git_dir: Path, admin: Path) -> None:
-        """Withdraw an admin entry (caller holds the lock): git stops listing it at once.
-
-        Without its ``gitdir`` file git skips an entry (get_linked_worktree gives up before
-        anything else), so one unlink withdraws it. The directory itself stays a while as a
-        husk: a git that read ``gitdir`` a moment before still resolves the directory and
-        reads its HEAD, and dies ("Invalid path ... No such file") if it vanished meanwhile.
-        Husks older than HUSK_GRACE are swept here, by whoever removes the next worktree.
-        """
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            (admin / "gitdir").unlink()
-        self._sweep_husks(git_dir)
-
-    def _sweep_husks(self, git_dir: Path) -> None:
-        """Delete withdrawn entries of ours older than HUSK_GRACE (caller holds the lock)."""
-        root = git_dir / "worktrees"
-        limit = time.time() - HUSK_GRACE
-        for admin in root.iterdir() if root.is_dir() else []:
-            try:
-                if (admin / "gitdir").exists() or admin.stat().st_mtime > limit:
-                    continue
-            except OSError:
-                continue
-            if not (read_stripped(admin / "locked") or "").startswith(REASON_PREFIX):
-                continue  # not ours (a test's own worktree): git's prune is its tool
-            gone = git_dir / STAGING_DIR / f"gone-{admin.name}-{secrets.token_hex(4)}"
-            try:
-                gone.parent.mkdir(exist_ok=True)
-                os.rename(admin, gone)
-            except FileNotFoundError:
-                continue
-            rmtree(gone)
 
     def _run_in_worktree(
         self,

@@ -18,7 +18,7 @@ from helpers.children import ChildGroup
 from upstream import Upstream
 
 from pytest_repoclones import RepoStore
-from pytest_repoclones.store import HUSK_GRACE
+from pytest_repoclones._registry import HUSK_GRACE
 
 pytestmark = pytest.mark.slow
 

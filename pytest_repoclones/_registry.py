@@ -1,0 +1,222 @@
+"""Worktree registrations in a cached repository: their branches, their admin entries in
+``worktrees/``, and the pruning of those whose owner is gone.
+
+git's own `worktree add` writes an entry file by file, and deletes it the same way; a test
+running `git log --all` in its own worktree meanwhile reads it half-made ("bad object
+worktrees/X/HEAD", "failed to read worktrees/X/commondir"). Here an entry is built aside and
+renamed in, and withdrawn by one unlink before it is deleted. Every method that changes the
+repository runs under its lock (see store.py), which the caller holds and each one checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+
+from ._files import read_stripped, rmtree, write_atomically
+from ._git import GitResult
+from ._lock import RepoLock
+from ._ownership import REASON_PREFIX, Owner, judge, points_back
+from ._runner import GitRunner
+
+__all__ = ["BRANCH_PREFIX", "HUSK_GRACE", "STAGING_DIR", "WorktreeRegistry"]
+
+log = logging.getLogger("pytest_repoclones")
+
+BRANCH_PREFIX = "repoclones/"
+#: Inside a cached repository: admin entries are built here and renamed into worktrees/ (and
+#: renamed out here before deletion), so that no git process ever sees one half-made.
+STAGING_DIR = "repoclones-staging"
+#: How long a withdrawn worktree entry stays on disk (see WorktreeRegistry.unregister).
+HUSK_GRACE = 10.0
+#: A git lock file untouched this long, found while we hold the repository lock, is stale.
+STALE_GIT_LOCK_AGE = 60.0
+_ENTRY_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class WorktreeRegistry:
+    """Registers, withdraws and prunes the worktrees of the cached repositories of one cache."""
+
+    def __init__(self, cache_dir: Path, runner: GitRunner, owner: Owner) -> None:
+        self.cache_dir = cache_dir
+        self._runner = runner
+        self.owner = owner
+
+    def create_branch(self, lock: RepoLock, git_dir: Path, branch: str, start: str) -> GitResult:
+        """The worktree's branch, created only if absent ("" as the old value); git checks
+        that ``start`` names a commit, so nothing ever points a branch at a missing object."""
+        lock.assert_held()
+        return self._runner.run(["update-ref", f"refs/heads/{branch}", start, ""], git_dir=git_dir)
+
+    def delete_branch(self, lock: RepoLock, git_dir: Path, branch: str) -> GitResult:
+        lock.assert_held()
+        return self._runner.run(["update-ref", "-d", f"refs/heads/{branch}"], git_dir=git_dir)
+
+    def register(self, lock: RepoLock, git_dir: Path, target: Path, branch: str) -> Path:
+        """Register ``target`` as a worktree on ``branch``; return its admin entry.
+
+        What `git worktree add --no-checkout --lock` writes, but built aside and renamed into
+        ``worktrees/``, locked with our owner id: git's own prune leaves it alone, and a later
+        session tells a dead owner's entry from a live one by that owner's lock.
+        """
+        lock.assert_held()
+        name = _ENTRY_NAME_UNSAFE.sub("-", target.name).strip(".-")[:40] or "wt"
+        name = f"{name}-{secrets.token_hex(4)}"
+        staging = git_dir / STAGING_DIR / name
+        admin = Path(os.path.realpath(git_dir)) / "worktrees" / name
+        dot_git = target / ".git"
+        try:
+            staging.mkdir(parents=True)
+            (staging / "gitdir").write_text(f"{os.path.realpath(target)}/.git\n")
+            (staging / "commondir").write_text("../..\n")
+            (staging / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
+            (staging / "locked").write_text(self.owner.reason(branch))
+            target.mkdir(parents=True, exist_ok=True)
+            dot_git.write_text(f"gitdir: {admin}\n")
+            (git_dir / "worktrees").mkdir(exist_ok=True)
+            os.rename(staging, admin)
+        except BaseException:
+            rmtree(staging)
+            dot_git.unlink(missing_ok=True)
+            raise
+        return admin
+
+    def keep(self, lock: RepoLock, admin: Path, branch: str) -> None:
+        """Mark an entry kept for a human (``--repo-keep``): no owner judges it any more; it
+        lives while its directory does."""
+        lock.assert_held()
+        write_atomically(admin / "locked", f"{REASON_PREFIX}kept=1 branch={branch}")
+
+    def unregister(self, lock: RepoLock, git_dir: Path, admin: Path) -> None:
+        """Withdraw an admin entry: git stops listing it at once.
+
+        Without its ``gitdir`` file git skips an entry (get_linked_worktree gives up before
+        anything else), so one unlink withdraws it. The directory itself stays a while as a
+        husk: a git that read ``gitdir`` a moment before still resolves the directory and
+        reads its HEAD, and dies ("Invalid path ... No such file") if it vanished meanwhile.
+        Husks older than HUSK_GRACE are swept here, by whoever removes the next worktree.
+        """
+        lock.assert_held()
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            (admin / "gitdir").unlink()
+        self._sweep_husks(git_dir)
+
+    def _sweep_husks(self, git_dir: Path) -> None:
+        """Delete withdrawn entries of ours older than HUSK_GRACE (caller holds the lock)."""
+        root = git_dir / "worktrees"
+        limit = time.time() - HUSK_GRACE
+        for admin in root.iterdir() if root.is_dir() else []:
+            try:
+                if (admin / "gitdir").exists() or admin.stat().st_mtime > limit:
+                    continue
+            except OSError:
+                continue
+            if not (read_stripped(admin / "locked") or "").startswith(REASON_PREFIX):
+                continue  # not ours (a test's own worktree): git's prune is its tool
+            gone = git_dir / STAGING_DIR / f"gone-{admin.name}-{secrets.token_hex(4)}"
+            try:
+                gone.parent.mkdir(exist_ok=True)
+                os.rename(admin, gone)
+            except FileNotFoundError:
+                continue
+            rmtree(gone)
+
+    def prepare(self, lock: RepoLock, git_dir: Path) -> None:
+        """First use in this process: clear what killed processes left behind."""
+        lock.assert_held()
+        # Only holders of this lock stage admin entries: anything there is a killed one's.
+        rmtree(git_dir / STAGING_DIR)
+        _remove_stale_git_locks(git_dir)
+        self.prune_dead(lock, git_dir)
+
+    def prune_dead(self, lock: RepoLock, git_dir: Path) -> None:
+        """Remove worktrees and branches whose owner is gone.
+
+        Only registrations the plugin wrote are judged (see _ownership.judge): a worktree a
+        test made with its own `git worktree add` is never ours to delete.
+        """
+        lock.assert_held()
+        live_refs: set[str] = set()
+        admin_root = git_dir / "worktrees"
+        verdicts: dict[str, bool] = {}
+        for admin in sorted(admin_root.iterdir()) if admin_root.is_dir() else []:
+            registration = judge(self.cache_dir, admin, verdicts=verdicts, forget_dead=True)
+            dead = registration.state == "dead" or (
+                registration.state == "kept" and not registration.in_use
+            )
+            if not dead:
+                head = read_stripped(admin / "HEAD") or ""
+                if head.startswith("ref: "):
+                    live_refs.add(head[len("ref: ") :])
+                branch = registration.fields.get("branch")
+                if branch:
+                    live_refs.add(f"refs/heads/{branch}")  # even if the test switched away
+                continue
+            tree = registration.tree
+            # Delete the tree only if it still points back here, never some other directory.
+            if tree is not None and points_back(tree, admin):
+                try:
+                    rmtree(tree)
+                except OSError as exc:  # the entry matters, the files are in a tmp dir
+                    log.warning("repoclones: could not delete %s: %s", tree, exc)
+            self.unregister(lock, git_dir, admin)
+            log.info("repoclones: pruned worktree entry %s of a dead process", admin.name)
+        # Under the lock nobody is between creating a branch and registering its worktree,
+        # so a plugin branch that no live worktree owns was orphaned by a killed teardown.
+        doomed = [ref for ref in self.plugin_branches(git_dir) if ref not in live_refs]
+        if doomed:
+            stdin = "".join(f"delete {ref}\n" for ref in doomed)
+            result = self._runner.run(["update-ref", "--stdin"], git_dir=git_dir, stdin=stdin)
+            if not result.ok:
+                log.warning("repoclones: could not delete orphaned branches: %s", result.error_line)
+
+    def plugin_branches(self, git_dir: Path) -> list[str]:
+        """Full names of the branches the plugin made in ``git_dir``."""
+        result = self._runner.run(
+            ["for-each-ref", "--format=%(refname)", f"refs/heads/{BRANCH_PREFIX}"],
+            git_dir=git_dir,
+        )
+        return [line for line in result.stdout.splitlines() if line]
+
+    def users(self, git_dir: Path) -> list[Path]:
+        """Checkouts that removing or rebuilding the entry would pull from under someone."""
+        admin_root = git_dir / "worktrees"
+        verdicts: dict[str, bool] = {}
+        found = []
+        for admin in sorted(admin_root.iterdir()) if admin_root.is_dir() else []:
+            registration = judge(self.cache_dir, admin, verdicts=verdicts)
+            if registration.in_use:
+                found.append(registration.tree or admin)
+        return found
+
+    @staticmethod
+    def registered(git_dir: Path) -> list[Path]:
+        """Checkouts registered in ``git_dir`` (withdrawn entries are not)."""
+        found = []
+        for admin in sorted((git_dir / "worktrees").glob("*")):
+            gitdir = read_stripped(admin / "gitdir")
+            if gitdir:
+                found.append(Path(gitdir).parent)
+        return found
+
+
+def _remove_stale_git_locks(git_dir: Path) -> None:
+    now = time.time()
+    candidates = [git_dir / name for name in ("packed-refs.lock", "config.lock", "HEAD.lock")]
+    candidates.extend((git_dir / "refs").rglob("*.lock"))
+    for lock_file in candidates:
+        try:
+            # Tests may run git in their worktrees (a commit takes a ref lock for a few
+            # milliseconds) without our lock; only old lock files are from dead processes.
+            # One dated in the future (clock stepped back, NFS server ahead) has no age we
+            # can trust: the runner's retry judges it by watching it instead.
+            if now - lock_file.stat().st_mtime > STALE_GIT_LOCK_AGE:
+                lock_file.unlink()
+                log.warning("repoclones: removed stale git lock %s", lock_file)
+        except FileNotFoundError:
+            continue

@@ -29,6 +29,18 @@ log = logging.getLogger("pytest_repoclones")
 NOTICE_AFTER = 5.0
 
 
+_SHARED: dict[str, tuple[filelock.FileLock, threading.local]] = {}
+_SHARED_MUTEX = threading.Lock()
+
+
+def _shared_flock(path: Path) -> tuple[filelock.FileLock, threading.local]:
+    with _SHARED_MUTEX:
+        shared = _SHARED.get(str(path))
+        if shared is None:
+            shared = _SHARED[str(path)] = (filelock.FileLock(str(path)), threading.local())
+        return shared
+
+
 class RepoLock:
     """A reentrant (per thread) lock on one cached repository, shared by all processes."""
 
@@ -49,10 +61,10 @@ class RepoLock:
         self.timeout = timeout
         self.shown_url = shown_url
         self._notice = notice or log.warning
-        # One FileLock instance per repository and process: a second instance would open a
-        # second descriptor, and flock() on it would deadlock against our own first one.
-        self._lock = filelock.FileLock(str(path))
-        self._depth = threading.local()
+        # One FileLock per lock file and process, whoever asks (a store, the cache CLI): a
+        # second one would open a second descriptor, and flock() on it would deadlock against
+        # our own first one. Shared, the lock is reentrant across all of them.
+        self._lock, self._depth = _shared_flock(path)
 
     def read_owner(self) -> dict[str, object] | None:
         """The last recorded holder (pid, host, purpose, since), if any."""

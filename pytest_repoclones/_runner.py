@@ -35,13 +35,13 @@ class GitRunner:
         self,
         protocols: Sequence[str],
         timeout: float,
-        stats: dict[str, RepoStats],
-        mutex: threading.Lock,
+        stats: dict[str, RepoStats] | None = None,
+        mutex: threading.Lock | None = None,
     ) -> None:
         self.protocols = tuple(protocols)
         self.timeout = timeout
-        self._stats = stats
-        self._mutex = mutex
+        self._stats = {} if stats is None else stats
+        self._mutex = threading.Lock() if mutex is None else mutex
 
     def environment(self) -> dict[str, str]:
         # Rebuilt per call (microseconds): a user may set proxies or GIT_SSH_COMMAND later.

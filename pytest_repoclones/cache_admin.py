@@ -25,14 +25,16 @@ from typing import Any
 from ._files import read_stripped, rmtree
 from ._git import git_environment, run_git
 from ._layout import MARKER, CacheLayout
+from ._lock import RepoLock
 from ._ownership import judge, points_back
 from ._processes import pid_alive
 from ._remote import PIN_PREFIX
+from ._runner import GitRunner
 from .errors import InvalidInputError, LockTimeoutError, RepoClonesError
-from .health import find_problem
+from .health import find_problem, tips_without_trees
 from .settings import CACHE_DIR_ENV, default_cache_dir
 from .store import RepoStore
-from .urls import parse_url, redact
+from .urls import DEFAULT_PROTOCOLS, parse_url, redact
 
 __all__ = [
     "CacheAdmin",
@@ -217,7 +219,23 @@ class CacheAdmin:
         self._progress = progress
         self.layout = CacheLayout(self.cache_dir)
         # Only for its locks (short timeout), its liveness rule and its _discard.
-        self._probe = RepoStore(self.cache_dir, lock_timeout=PROBE_LOCK_TIMEOUT, notice=_quiet)
+        self._runner = GitRunner(DEFAULT_PROTOCOLS, FSCK_TIMEOUT)
+
+    def _lock(
+        self,
+        key: str,
+        shown_url: str,
+        timeout: float,
+        notice: Callable[[str], None] | None = None,
+    ) -> RepoLock:
+        """The entry's lock, as sessions take it (shared with this process's own stores)."""
+        return RepoLock(
+            self.layout.lock_path(key),
+            timeout=timeout,
+            shown_url=shown_url,
+            notice=notice or _quiet,
+            enabled=not self.layout.read_only,
+        )
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -231,7 +249,7 @@ class CacheAdmin:
 
     def entry(self, url: str) -> Entry | None:
         """The entry of ``url`` (any spelling of it that shares the cache key), if cached."""
-        git_dir = self._probe.git_dir(url)
+        git_dir = self.layout.git_dir(parse_url(url).key)
         return self._read_entry(git_dir) if git_dir.is_dir() else None
 
     def _read_entry(self, git_dir: Path) -> Entry:
@@ -282,9 +300,9 @@ class CacheAdmin:
         self, entry: Entry, why: str, *, dry_run: bool = False, unused_since: bool = False
     ) -> Removal:
         """Remove ``entry`` unless it is in use. ``unused_since``: also unless used meanwhile."""
-        if self._probe.read_only:
+        if self.layout.read_only:
             return Removal(entry, why, skipped="the cache is read-only")
-        lock = self._probe._lock_by_key(entry.key, entry.shown_url)
+        lock = self._lock(entry.key, entry.shown_url, PROBE_LOCK_TIMEOUT)
         try:
             with lock.hold(f"pytest-repoclones: remove {entry.git_dir}"):
                 if not entry.git_dir.exists():
@@ -329,7 +347,7 @@ class CacheAdmin:
         """
         tmp = self.cache_dir / "tmp"
         removed: list[tuple[Path, int]] = []
-        if self._probe.read_only:
+        if self.layout.read_only:
             return removed
         # Trash first: taking a lock lets the store delete dead trash itself, unreported.
         paths = sorted(tmp.iterdir()) if tmp.is_dir() else []
@@ -345,7 +363,7 @@ class CacheAdmin:
             key, _, pid = key.rpartition(".")
             if not key or not pid.isdigit():
                 continue  # not something the store makes: leave it alone
-            lock = self._probe._lock_by_key(key, key)
+            lock = self._lock(key, key, PROBE_LOCK_TIMEOUT)
             try:
                 with lock.hold(f"pytest-repoclones: remove leftover {path}"):
                     if path.exists():
@@ -415,7 +433,7 @@ class CacheAdmin:
             progress=self._progress,
             clone_filter=entry.clone_filter,
         )
-        lock = store._lock_by_key(entry.key, entry.shown_url)
+        lock = self._lock(entry.key, entry.shown_url, VERIFY_LOCK_TIMEOUT, self._notice)
         problem = None
         if full and entry.complete:
             # fsck can take minutes: run it without the lock, confirm a problem under it.
@@ -437,7 +455,7 @@ class CacheAdmin:
             return "incomplete: no completion marker"
         if not entry.complete:
             return f"unreadable marker {MARKER}"
-        problem = find_problem(git_dir, lambda: store._tips_without_trees(git_dir))
+        problem = find_problem(git_dir, lambda: tips_without_trees(git_dir, self._runner))
         if problem is None and full:
             problem = _fsck_problem(git_dir)
         return problem
@@ -457,7 +475,7 @@ class CacheAdmin:
                 "damaged",
                 f"{problem}; in use by {_first(users)}: stop it, then delete {git_dir}",
             )
-        source = _rebuild_url(entry, url, store)
+        source = _rebuild_url(entry, url)
         if source is None:
             if not entry.complete and url is None:
                 # Nothing to rebuild from, and the next session would discard it anyway.
@@ -512,7 +530,7 @@ class CacheAdmin:
         return git_dir, resolved
 
 
-def _rebuild_url(entry: Entry, url: str | None, store: RepoStore) -> str | None:
+def _rebuild_url(entry: Entry, url: str | None) -> str | None:
     """A URL that maps to this entry's key: the one given, the marker's, or its canonical form.
 
     The marker's URL is the original spelling (``git@host:org/repo`` keeps its user) unless it
@@ -525,7 +543,7 @@ def _rebuild_url(entry: Entry, url: str | None, store: RepoStore) -> str | None:
         candidates.append(entry.canonical)
     for candidate in candidates:
         try:
-            if parse_url(candidate, store.protocols).key == entry.key:
+            if parse_url(candidate, DEFAULT_PROTOCOLS).key == entry.key:
                 return candidate
         except InvalidInputError:
             continue

@@ -13,10 +13,32 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["damaged_object_line", "find_problem", "names_damaged_file"]
+if TYPE_CHECKING:
+    from ._runner import GitRunner
+
+__all__ = ["damaged_object_line", "find_problem", "names_damaged_file", "tips_without_trees"]
 
 _REQUIRED = ("HEAD", "config", "objects", "refs")
+
+
+def tips_without_trees(git_dir: Path, runner: GitRunner) -> list[str] | None:
+    """Refs whose tree is missing (None if git could not list the refs): two git processes."""
+    refs = runner.run(["for-each-ref", "--format=%(objectname) %(refname)"], git_dir=git_dir)
+    if not refs.ok:
+        return None
+    tips = [line.split(" ", 1) for line in refs.stdout.splitlines() if " " in line]
+    if not tips:
+        return ["(no refs at all)"]
+    found = runner.run(
+        ["cat-file", "--batch-check=%(objectname) %(objecttype)"],
+        git_dir=git_dir,
+        stdin="".join(f"{sha}^{{tree}}\n" for sha, _ in tips),
+    )
+    kinds = [line.partition(" ")[2] for line in found.stdout.splitlines()]
+    kinds.extend([""] * (len(tips) - len(kinds)))
+    return [ref for (_, ref), kind in zip(tips, kinds, strict=True) if kind != "tree"]
 
 
 def find_problem(git_dir: Path, tips_with_trees: Callable[[], list[str] | None]) -> str | None:

@@ -68,7 +68,7 @@ from .errors import (
     RepoClonesError,
     WorktreeError,
 )
-from .health import damaged_object_line, find_problem, names_damaged_file
+from .health import damaged_object_line, find_problem, names_damaged_file, tips_without_trees
 from .revisions import Revision, check_branch_name, parse_revision
 from .stats import RepoStats
 from .urls import DEFAULT_PROTOCOLS, RepoURL, parse_url, redact
@@ -843,7 +843,7 @@ class RepoStore:
 
     def _check_health_locked(self, repo: RepoURL, git_dir: Path) -> None:
         """Rebuild a damaged entry, unless live worktrees still use it: then say what to delete."""
-        problem = find_problem(git_dir, lambda: self._tips_without_trees(git_dir))
+        problem = find_problem(git_dir, lambda: tips_without_trees(git_dir, self._runner))
         if problem is None:
             return
         self._registry.prune_dead(self._lock(repo), git_dir)
@@ -980,16 +980,6 @@ class RepoStore:
         for worktree in parked:
             with contextlib.suppress(OSError, RepoClonesError):
                 self._remove_for_real(worktree)
-
-    def _tips_without_trees(self, git_dir: Path) -> list[str] | None:
-        refs = self._git(["for-each-ref", "--format=%(objectname) %(refname)"], git_dir=git_dir)
-        if not refs.ok:
-            return None
-        tips = [line.split(" ", 1) for line in refs.stdout.splitlines() if " " in line]
-        if not tips:
-            return ["(no refs at all)"]
-        found = self._lookup(git_dir, [f"{sha}^{{tree}}" for sha, _ in tips], kind="tree")
-        return [ref for (_, ref), tree in zip(tips, found, strict=True) if tree is None]
 
     def _prepare_locked(self, repo: RepoURL, git_dir: Path) -> None:
         """First use in this process: clear what killed processes left behind."""

@@ -116,7 +116,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if settings.cache_dir is not None:
         try:
             terminal = _Terminal(config)
-            store = settings.make_store(
+            store = RepoStore.from_settings(
+                settings,
                 notice=terminal.warn,
                 progress=terminal if config.get_verbosity() >= 0 else None,
             )

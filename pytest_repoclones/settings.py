@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._git import DEFAULT_TIMEOUT
+from ._lock import DEFAULT_LOCK_TIMEOUT
 from .errors import RepoClonesError
-from .store import DEFAULT_LOCK_TIMEOUT, RepoStore
 
 if TYPE_CHECKING:
     import pytest
@@ -159,27 +158,6 @@ class Settings:
         return RepoClonesError(
             f"No repository cache directory: {self.cache_problem}",
             hint=f"set {PYTEST_CACHE_DIR_SETTINGS}",
-        )
-
-    def make_store(
-        self,
-        notice: Callable[[str], None] | None = None,
-        progress: Callable[[str], None] | None = None,
-    ) -> RepoStore:
-        if self.cache_dir is None:
-            raise self.cache_error()
-        return RepoStore(
-            self.cache_dir,
-            notice=notice,
-            progress=progress,
-            timeout=self.timeout,
-            lock_timeout=self.lock_timeout,
-            session_id=self.session_id,
-            worker=self.worker,
-            reuse=self.reuse,
-            offline=self.offline,
-            clone_filter=self.clone_filter,
-            clone_filters=dict(self.clone_filters),
         )
 
 

@@ -53,7 +53,7 @@ from ._layout import (
     upgrade_marker,
     write_marker,
 )
-from ._lock import RepoLock
+from ._lock import DEFAULT_LOCK_TIMEOUT, RepoLock
 from ._ownership import Owner
 from ._registry import BRANCH_PREFIX, WorktreeRegistry
 from ._remote import OFFLINE_HINT, REMOTE_HEAD, Remote
@@ -70,6 +70,7 @@ from .errors import (
 )
 from .health import damaged_object_line, find_problem, names_damaged_file, tips_without_trees
 from .revisions import Revision, check_branch_name, parse_revision
+from .settings import Settings
 from .stats import RepoStats
 from .urls import DEFAULT_PROTOCOLS, RepoURL, parse_url, redact
 from .worktree import Worktree
@@ -87,7 +88,6 @@ _T = TypeVar("_T")
 REFRESH_MEMORY = 32
 NAMED_PREFIX = "refs/repoclones/named/"
 
-DEFAULT_LOCK_TIMEOUT = 900.0
 #: Times an operation is retried after its cache entry was removed under it (gc in a loop).
 ENTRY_RETRIES = 3
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -200,9 +200,32 @@ class RepoStore:
     @classmethod
     def from_config(cls, config: pytest.Config) -> RepoStore:
         """Build the store a pytest session uses, from its options, env and ini."""
-        from .settings import Settings
+        return cls.from_settings(Settings.from_config(config))
 
-        return Settings.from_config(config).make_store()
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        notice: Callable[[str], None] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> RepoStore:
+        """The store that resolved settings describe (RepoClonesError without a cache)."""
+        if settings.cache_dir is None:
+            raise settings.cache_error()
+        return cls(
+            settings.cache_dir,
+            notice=notice,
+            progress=progress,
+            timeout=settings.timeout,
+            lock_timeout=settings.lock_timeout,
+            session_id=settings.session_id,
+            worker=settings.worker,
+            reuse=settings.reuse,
+            offline=settings.offline,
+            clone_filter=settings.clone_filter,
+            clone_filters=dict(settings.clone_filters),
+        )
 
     def __repr__(self) -> str:
         return f"RepoStore({str(self.cache_dir)!r})"

@@ -1309,6 +1309,15 @@ class RepoStore:
             if not worktree.isolated:
                 # The checkout reads the cache's objects: the one place deep history is read.
                 self._check_damage(repo, worktree.git_dir, result.stderr)
+            if extra_env.get("GIT_ALLOW_PROTOCOL") == "none" and "not allowed" in result.stderr:
+                raise CommitNotFoundError(
+                    "Files of this commit are not in the cache (a partial clone fetches them "
+                    "when checked out), and --repo-offline forbids fetching them",
+                    url=repo.redacted,
+                    commit=worktree.commit,
+                    git_error=repo.scrub(result.error_line),
+                    hint=OFFLINE_HINT,
+                )
             raise WorktreeError(
                 f"git {args[0]} failed in {worktree.path}",
                 url=repo.redacted,

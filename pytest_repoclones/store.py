@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import secrets
 import threading
 import uuid
@@ -31,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from ._bare import init_bare_repository
 from ._files import (
     clear_worktree_state,
     leave_directory,
@@ -43,6 +43,7 @@ from ._git import (
     DEFAULT_TIMEOUT,
     GitResult,
 )
+from ._inputs import check_filter, check_seconds, sparse_arguments
 from ._layout import (
     MARKER,
     REFRESH_MARKER,
@@ -90,32 +91,6 @@ NAMED_PREFIX = "refs/repoclones/named/"
 
 #: Times an operation is retried after its cache entry was removed under it (gc in a loop).
 ENTRY_RETRIES = 3
-_CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
-# Written into each cached repository's own config, so git run by tests inside a worktree
-# (a commit triggers auto-gc) cannot repack or prune the shared store either.
-_REPO_CONFIG = """\
-[gc]
-\tauto = 0
-\tautoDetach = false
-\tpruneExpire = never
-\treflogExpire = never
-[maintenance]
-\tauto = false
-[fetch]
-\twriteCommitGraph = false
-[core]
-\thooksPath = /dev/null
-\tfsmonitor = false
-[extensions]
-\tworktreeConfig = true
-[receive]
-\tautogc = false
-"""
-# With worktreeConfig on, core.bare must live in the bare repository's own config.worktree,
-# or every linked worktree would read core.bare=true from the shared config. Doing this at
-# clone time is what `git sparse-checkout` would otherwise do later, rewriting the shared
-# config while other processes' worktrees read it.
-_MAIN_WORKTREE_CONFIG = "[core]\n\tbare = true\n"
 # A fetch's connectivity check found objects missing: the remote sent too little, or (what we
 # check with fsck) the cache lost an object the remote assumed we have.
 _INCOMPLETE_FETCH = "did not send all necessary objects"
@@ -160,8 +135,8 @@ class RepoStore:
         progress: Callable[[str], None] | None = None,
     ) -> None:
         self.cache_dir = Path(cache_dir).expanduser().absolute()
-        self.timeout = _check_seconds("timeout", timeout)
-        self.lock_timeout = _check_seconds("lock_timeout", lock_timeout)
+        self.timeout = check_seconds("timeout", timeout)
+        self.lock_timeout = check_seconds("lock_timeout", lock_timeout)
         if isinstance(protocols, str):
             raise InvalidInputError("protocols must be a list of names, not one string")
         self.session_id = session_id or uuid.uuid4().hex
@@ -174,9 +149,9 @@ class RepoStore:
         self.reuse = reuse
         #: Never contact a remote: only what the cache holds.
         self.offline = offline
-        self.clone_filter = _check_filter(clone_filter)
+        self.clone_filter = check_filter(clone_filter)
         self._clone_filters = {
-            parse_url(url, self.protocols).key: _check_filter(spec)
+            parse_url(url, self.protocols).key: check_filter(spec)
             for url, spec in (clone_filters or {}).items()
         }
         self._parked: dict[str, list[Worktree]] = {}
@@ -321,7 +296,7 @@ class RepoStore:
     ) -> Worktree:
         revision = parse_revision(commit)
         target = self._check_new_worktree_path(path, repo, commit)
-        sparse_args = _sparse_arguments(sparse)
+        sparse_args = sparse_arguments(sparse)
         auto_branch = branch is None
         branch = check_branch_name(branch if branch is not None else self.new_branch_name())
         network_before = self._network_ops(repo)
@@ -832,18 +807,8 @@ class RepoStore:
         try:
             # The cache directory may have been removed while this session ran: make it again.
             self.layout.ensure_for_clone()
-            _init_bare_repository(tmp)
             clone_filter = self._clone_filters.get(repo.key, self.clone_filter)
-            with open(tmp / "config", "a", encoding="utf-8") as config:
-                config.write(_REPO_CONFIG)
-                if clone_filter is not None:
-                    # A partial clone needs a promisor remote to fetch missing blobs from
-                    # later; its URL carries no credentials (they come from the environment).
-                    config.write(
-                        f'[remote "origin"]\n\turl = {_config_quote(repo.fetch_url)}\n'
-                        f"\tpromisor = true\n\tpartialCloneFilter = {clone_filter}\n"
-                        "[extensions]\n\tpartialClone = origin\n"
-                    )
+            init_bare_repository(tmp, promisor_url=repo.fetch_url, clone_filter=clone_filter)
             self._fetch_upstream(repo, tmp, problem="Could not clone", clone_filter=clone_filter)
             # fetch writes new refs loose: a file check spares a git process on the cold path.
             if not (tmp / REMOTE_HEAD).is_file():
@@ -1377,71 +1342,3 @@ def _shared_refs(git_dir: Path) -> str:
                 refs[path.relative_to(git_dir).as_posix()] = loose
     # No "sorted"/"peeled" traits claimed: git then sorts and peels for itself.
     return "".join(f"{sha} {name}\n" for name, sha in sorted(refs.items()))
-
-
-def _init_bare_repository(path: Path) -> None:
-    """What `git init --bare --template=` writes, without starting git (cold-path cost).
-
-    core.bare goes to the repository's own config.worktree (see _MAIN_WORKTREE_CONFIG).
-    """
-    for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags"):
-        (path / sub).mkdir(parents=True)
-    (path / "HEAD").write_text("ref: refs/heads/main\n")
-    filemode = "false" if os.name == "nt" else "true"
-    (path / "config").write_text(
-        f"[core]\n\trepositoryformatversion = 1\n\tfilemode = {filemode}\n"
-    )
-    (path / "config.worktree").write_text(_MAIN_WORKTREE_CONFIG)
-
-
-def _check_seconds(name: str, value: object) -> float:
-    try:
-        seconds = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{name} must be a number of seconds, not {value!r}") from None
-    if not 0 < seconds < 10**7:  # also rejects nan and inf
-        raise InvalidInputError(f"{name} must be a positive, finite number of seconds: {value!r}")
-    return seconds
-
-
-_FILTER_RE = re.compile(r"(?:blob:none|blob:limit=\d+[kmg]?|tree:\d+)")
-
-
-def _check_filter(spec: str | None) -> str | None:
-    """A partial-clone filter git understands (validated: it reaches git's argv)."""
-    if spec is None or spec in ("", "none"):
-        return None
-    if not isinstance(spec, str) or not _FILTER_RE.fullmatch(spec):
-        raise InvalidInputError(
-            f"Unsupported clone filter {spec!r}: use blob:none, blob:limit=<n>[kmg] or tree:<n>"
-        )
-    return spec
-
-
-def _sparse_arguments(sparse: object) -> list[str] | None:
-    """``git sparse-checkout set`` arguments: cone mode when every path is a directory."""
-    if sparse is None:
-        return None
-    if isinstance(sparse, str) or not isinstance(sparse, (list, tuple)) or not sparse:
-        raise InvalidInputError("sparse must be a non-empty list of paths, e.g. ['src/']")
-    paths = []
-    for item in sparse:
-        if (
-            not isinstance(item, str)
-            or not item.strip("/")
-            or item.startswith("-")
-            or _CONTROL_CHARS_RE.search(item)
-            or ".." in item.split("/")
-        ):
-            raise InvalidInputError(f"Invalid sparse path {item!r}: use relative paths like 'src/'")
-        paths.append(item.strip("/") + ("/" if item.endswith("/") else ""))
-    if all(path.endswith("/") for path in paths):
-        return ["--cone", "--", *(path.rstrip("/") for path in paths)]
-    # Files among them: plain patterns, anchored at the top so 'src/' is not any 'src/'.
-    return ["--no-cone", "--", *(f"/{path}" for path in paths)]
-
-
-def _config_quote(value: str) -> str:
-    """A value for a git config file, quoted so that no character changes its meaning."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'

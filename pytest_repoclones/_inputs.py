@@ -1,0 +1,60 @@
+"""Validation of the store's own arguments (time limits, clone filters, sparse paths): each
+reaches git's argv, so it is checked before git sees it."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidInputError
+
+__all__ = ["check_filter", "check_seconds", "sparse_arguments"]
+
+
+def check_seconds(name: str, value: object) -> float:
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not 0 < seconds < 10**7:  # also rejects nan and inf
+        raise InvalidInputError(f"{name} must be a positive, finite number of seconds: {value!r}")
+    return seconds
+
+
+_FILTER_RE = re.compile(r"(?:blob:none|blob:limit=\d+[kmg]?|tree:\d+)")
+
+
+def check_filter(spec: str | None) -> str | None:
+    """A partial-clone filter git understands (validated: it reaches git's argv)."""
+    if spec is None or spec in ("", "none"):
+        return None
+    if not isinstance(spec, str) or not _FILTER_RE.fullmatch(spec):
+        raise InvalidInputError(
+            f"Unsupported clone filter {spec!r}: use blob:none, blob:limit=<n>[kmg] or tree:<n>"
+        )
+    return spec
+
+
+def sparse_arguments(sparse: object) -> list[str] | None:
+    """``git sparse-checkout set`` arguments: cone mode when every path is a directory."""
+    if sparse is None:
+        return None
+    if isinstance(sparse, str) or not isinstance(sparse, (list, tuple)) or not sparse:
+        raise InvalidInputError("sparse must be a non-empty list of paths, e.g. ['src/']")
+    paths = []
+    for item in sparse:
+        if (
+            not isinstance(item, str)
+            or not item.strip("/")
+            or item.startswith("-")
+            or _CONTROL_CHARS_RE.search(item)
+            or ".." in item.split("/")
+        ):
+            raise InvalidInputError(f"Invalid sparse path {item!r}: use relative paths like 'src/'")
+        paths.append(item.strip("/") + ("/" if item.endswith("/") else ""))
+    if all(path.endswith("/") for path in paths):
+        return ["--cone", "--", *(path.rstrip("/") for path in paths)]
+    # Files among them: plain patterns, anchored at the top so 'src/' is not any 'src/'.
+    return ["--no-cone", "--", *(f"/{path}" for path in paths)]
+
+
+_CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")

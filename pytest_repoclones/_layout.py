@@ -113,6 +113,9 @@ class CacheLayout:
         """The directories a clone needs, made again if the cache was removed meanwhile."""
         for path in (self.repos, self.tmp):
             path.mkdir(parents=True, exist_ok=True)
+        tag = self.cache_dir / "CACHEDIR.TAG"
+        if not tag.exists():
+            tag.write_text(_TAG)
 
     def discard(self, path: Path) -> None:
         """Move ``path`` out of the way atomically, then delete it."""

@@ -148,4 +148,4 @@ class RepoLock:
             tmp.write_text(json.dumps(record))
             os.replace(tmp, self.owner_path)
         except OSError:
-            pass  # only informative
+            tmp.unlink(missing_ok=True)  # only informative; a full disk leaves nothing behind

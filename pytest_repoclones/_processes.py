@@ -3,9 +3,12 @@ a reused pid is not mistaken for the owner.)"""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 
-__all__ = ["pid_alive", "process_start_time"]
+__all__ = ["die_with_parent", "pid_alive", "process_start_time"]
 
 
 def process_start_time(pid: int) -> str:
@@ -36,3 +39,19 @@ def pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True  # no /proc: trust the signal
     return state not in (b"Z", b"X")
+
+
+def die_with_parent() -> bool:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; False elsewhere).
+
+    For pytest-xdist workers: a SIGKILLed controller otherwise leaves its workers running
+    for seconds, making worktrees and starting git in the cache after the run was killed.
+    Their git processes die with them (see _git.py), so the whole run stops at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    return bool(prctl(1, signal.SIGKILL) == 0)  # 1: PR_SET_PDEATHSIG

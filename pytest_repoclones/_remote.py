@@ -10,9 +10,11 @@ from __future__ import annotations
 import errno
 import logging
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ._files import rmtree
 from ._git import GitResult, credential_args, ssh_batch_env
 from ._layout import read_only_error
 from ._remote_failures import RemoteFailures
@@ -157,6 +159,7 @@ class Remote:
         self._failures.check(repo.key, repo.redacted)
         if not building:
             self._stats().fetches += 1
+        started = time.time()
         try:
             result = self._runner.run(
                 ["fetch", *options, "--", source, *refspecs],
@@ -171,7 +174,7 @@ class Remote:
             self._failures.record(repo.key, exc)
             raise
         if not result.ok:
-            self._raise_local_write_failure(result)
+            self._raise_local_write_failure(result, git_dir, started)
             self._failures.record(
                 repo.key,
                 RemoteError(
@@ -209,10 +212,11 @@ class Remote:
             )
         return RemoteError(problem, url=self.repo.redacted, commit=commit, git_error=error_line)
 
-    def _raise_local_write_failure(self, result: GitResult) -> None:
+    def _raise_local_write_failure(self, result: GitResult, git_dir: Path, since: float) -> None:
         match = _LOCAL_WRITE_FAILURE.search(result.stderr)
         if match is None:
             return
+        _remove_fetch_leftovers(git_dir, since)
         # The cache's disk, not the remote: say so (git's message only names a file).
         line = next(text for text in result.stderr.splitlines() if match.group(0) in text)
         failure = OSError(errno.ENOSPC if "space" in line.lower() else errno.EROFS, line.strip())
@@ -239,3 +243,16 @@ class Remote:
         stdin = "".join(f"delete {ref}\n" for ref in sorted(doomed))
         log.warning("repoclones: removing tags that upstream replaced: %s", ", ".join(doomed))
         return self._runner.run(["update-ref", "--stdin"], git_dir=git_dir, stdin=stdin).ok
+
+
+def _remove_fetch_leftovers(git_dir: Path, since: float) -> None:
+    """The temporary object and pack files a fetch that failed on a full disk left behind
+    (git does not remove them): those made since it started, under our lock, are its own."""
+    objects = git_dir / "objects"
+    for pattern in ("??/tmp_obj_*", "pack/tmp_*", "incoming-*"):
+        for leftover in objects.glob(pattern):
+            try:
+                if leftover.stat().st_mtime >= since - 1:
+                    rmtree(leftover)
+            except OSError:
+                continue

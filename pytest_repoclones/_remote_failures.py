@@ -19,6 +19,7 @@ import json
 import os
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +101,19 @@ class RemoteFailures:
         self.directory = directory
         self._mutex = threading.Lock()
         self._seen: dict[str, _Failure] = {}
+
+    def __len__(self) -> int:
+        with self._mutex:
+            return len(self._seen)
+
+    def __iter__(self) -> Iterator[str]:
+        """Cache keys of the remotes that did not answer (seen by this process)."""
+        with self._mutex:
+            return iter(list(self._seen))
+
+    def __contains__(self, key: object) -> bool:
+        with self._mutex:
+            return key in self._seen
 
     def check(self, key: str, url: str) -> None:
         """Raise RemoteError if ``key``'s remote already failed to answer in this session.

@@ -15,6 +15,7 @@ import pytest
 
 from . import markers, prefetch, summary
 from ._files import write_atomically
+from ._processes import die_with_parent
 from ._xdist import EXCHANGE_DIR, SESSION_ID, XdistHooks, declared_file, stats_file
 from .errors import RepoClonesError
 from .factory import WorktreeFactory
@@ -105,6 +106,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "repo_worktree fixture gives; a list of commits parametrizes the test over them",
     )
     workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        # A SIGKILLed controller must not leave its workers making worktrees (and starting
+        # git in the cache) for seconds; their git dies with them in turn.
+        die_with_parent()
     # One id for the whole run, handed by the controller to its xdist workers, so that moving
     # names are refreshed from the remote once per run rather than once per worker.
     session_id = (workerinput or {}).get(SESSION_ID) or uuid.uuid4().hex

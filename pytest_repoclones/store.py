@@ -209,12 +209,14 @@ class RepoStore:
 
     def clone(self, url: str | os.PathLike[str]) -> Path:
         """Make sure the cached clone of ``url`` exists; return its git directory."""
+        __tracebackhide__ = True  # its arguments may hold a secret
         repo = self._parse_url(url)
         with _context(repo, None):
             return self._ensure(repo)
 
     def resolve(self, url: str | os.PathLike[str], commit: str | None = None) -> str:
         """Full object name of the commit ``commit`` names, fetching only if needed."""
+        __tracebackhide__ = True  # its arguments may hold a secret
         repo = self._parse_url(url)
         with _context(repo, commit):
             revision = parse_revision(commit)
@@ -240,6 +242,7 @@ class RepoStore:
         ``isolate`` makes a repository of its own, built from the cache, holding only the
         commit and its ancestors: no other branch, tag, remote or reflog can leak the future.
         """
+        __tracebackhide__ = True  # its arguments may hold a secret
         repo = self._parse_url(url)
         with _context(repo, commit):
             return self._rebuilding_once(
@@ -294,6 +297,7 @@ class RepoStore:
         sparse: Sequence[str] | None,
         isolate: bool,
     ) -> Worktree:
+        __tracebackhide__ = True  # its arguments may hold a secret
         revision = parse_revision(commit)
         target = self._check_new_worktree_path(path, repo, commit)
         sparse_args = sparse_arguments(sparse)
@@ -348,6 +352,7 @@ class RepoStore:
         sparse_args: list[str] | None,
         url: str,
     ) -> Worktree:
+        __tracebackhide__ = True  # its arguments may hold a secret
         git_dir = self._git_dir(repo)
         lock = self._lock(repo)
         with lock.hold(f"worktree add {target}"):
@@ -408,6 +413,7 @@ class RepoStore:
         With ``reuse``, an intact worktree is parked instead, for the next request of this
         store for the same repository; :meth:`close` removes what is still parked.
         """
+        __tracebackhide__ = True  # its arguments may hold a secret
         with _context(redact(worktree.url), worktree.commit):
             if self.reuse and self._parkable(worktree):
                 leave_directory(worktree.path)
@@ -422,6 +428,7 @@ class RepoStore:
         Its entry is marked kept, so other sessions do not prune it while its directory
         exists; once pytest rotates the directory away, the next session removes the entry.
         """
+        __tracebackhide__ = True  # its arguments may hold a secret
         if worktree.isolated or worktree.standalone:
             return
         lock = self._lock_for_git_dir(worktree.git_dir, redact(worktree.url))
@@ -447,6 +454,7 @@ class RepoStore:
             raise errors[0]
 
     def _remove_for_real(self, worktree: Worktree) -> None:
+        __tracebackhide__ = True  # its arguments may hold a secret
         leave_directory(worktree.path)
         # Deleting files is the slow part and needs no lock: the admin entry stays valid
         # (a concurrent fetch still reads a consistent HEAD) until we remove it below.
@@ -479,6 +487,7 @@ class RepoStore:
         Not a worktree of the cache (that would share every ref and object): a fetch of the
         one commit over git's local transport copies exactly its ancestors, nothing else.
         """
+        __tracebackhide__ = True  # its arguments may hold a secret
         git_dir = target / ".git"
         try:
             for args in (
@@ -536,6 +545,7 @@ class RepoStore:
         the cache's objects (git alternates) and copies its branches and tags, so the test sees
         what a worktree shows. Nothing is written into the cache: no registration, no branch.
         """
+        __tracebackhide__ = True  # its arguments may hold a secret
         git_dir = self._git_dir(repo)
         # A full name asked for is not checked yet (the hot path lets git do it): do it here.
         sha = start
@@ -591,6 +601,7 @@ class RepoStore:
         Only files that differ are written: this is what makes reuse fast. Anything odd
         (a test broke its worktree) makes us fall back to a fresh worktree.
         """
+        __tracebackhide__ = True  # its arguments may hold a secret
         with self._mutex:
             candidates = self._parked.get(repo.key)
             parked = candidates.pop() if candidates else None
@@ -614,6 +625,7 @@ class RepoStore:
         branch: str,
         url: str,
     ) -> Worktree:
+        __tracebackhide__ = True  # its arguments may hold a secret
         git_dir = parked.git_dir
         if target.exists():
             target.rmdir()  # validated empty
@@ -711,10 +723,12 @@ class RepoStore:
 
     def git_dir(self, url: str | os.PathLike[str]) -> Path:
         """Where the cached clone of ``url`` lives (whether or not it exists yet)."""
+        __tracebackhide__ = True  # its arguments may hold a secret
         return self._git_dir(self._parse_url(url))
 
     def registered_worktrees(self, url: str | os.PathLike[str]) -> list[Path]:
         """Worktrees currently registered in the cached clone of ``url`` (any process's)."""
+        __tracebackhide__ = True  # its arguments may hold a secret
         return self._registry.registered(self._git_dir(self._parse_url(url)))
 
     #: The earlier name: it lists registrations, live or not, not only live ones.
@@ -722,12 +736,17 @@ class RepoStore:
 
     def test_branches(self, url: str | os.PathLike[str]) -> list[str]:
         """Branches this plugin made in the cached clone of ``url`` that still exist."""
-        refs = self._registry.plugin_branches(self._git_dir(self._parse_url(url)))
+        __tracebackhide__ = True  # its arguments may hold a secret
+        git_dir = self._git_dir(self._parse_url(url))
+        if not git_dir.is_dir():
+            return []  # not cached (yet, or any more): no branches
+        refs = self._registry.plugin_branches(git_dir)
         return [ref[len("refs/heads/") :] for ref in refs]
 
     # -- cache entries ---------------------------------------------------------------------
 
     def _parse_url(self, url: object) -> RepoURL:
+        __tracebackhide__ = True  # its arguments may hold a secret
         return parse_url(url, self.protocols)
 
     def _git_dir(self, repo: RepoURL) -> Path:

@@ -135,6 +135,7 @@ def redact(url: str) -> str:
     after ``://``, everything before it is treated as a userinfo, so that a password holding an
     unencoded ``/``, ``?`` or ``#`` is hidden whole (a path holding ``@`` is over-redacted).
     """
+    __tracebackhide__ = True  # its arguments may hold a secret
     scheme = _SCHEME_RE.match(url)
     if scheme is None:
         scp = _SCP_PASSWORD_RE.match(url)
@@ -160,6 +161,7 @@ def redact(url: str) -> str:
 def carries_secret(url: str) -> bool:
     """Whether ``url`` holds something :func:`redact` hides: a password, an http user name (a
     token), or a userinfo too malformed to tell. Such a URL must never be written to disk."""
+    __tracebackhide__ = True  # its arguments may hold a secret
     return redact(url) != url
 
 
@@ -170,6 +172,7 @@ def parse_url(url: object, protocols: tuple[str, ...] = DEFAULT_PROTOCOLS) -> Re
     ``transport::address`` or scheme outside ``protocols``, control characters, absurd lengths,
     credentials that would not parse the same way everywhere.
     """
+    __tracebackhide__ = True  # its arguments may hold a secret
     if not isinstance(url, (str, os.PathLike)):
         raise InvalidInputError(f"Repository URL must be a string, not {type(url).__name__}")
     text = os.fspath(url)
@@ -216,6 +219,7 @@ def parse_url(url: object, protocols: tuple[str, ...] = DEFAULT_PROTOCOLS) -> Re
 
 
 def _require_protocol(scheme: str, protocols: tuple[str, ...], shown: str) -> None:
+    __tracebackhide__ = True  # its arguments may hold a secret
     if scheme not in protocols:
         raise InvalidInputError(
             f"Protocol {scheme!r} is not allowed (allowed: {', '.join(protocols)})",
@@ -253,6 +257,7 @@ def _file_canonical(path: str) -> str:
 
 
 def _parse_scheme_url(text: str, match: re.Match[str], protocols: tuple[str, ...]) -> RepoURL:
+    __tracebackhide__ = True  # its arguments may hold a secret
     shown = redact(text)
     scheme = _SCHEME_ALIASES.get(match.group(1).lower(), match.group(1).lower())
     _require_protocol(scheme, protocols, shown)
@@ -349,6 +354,7 @@ def _ssh_canonical(user: str | None, netloc: str, path: str) -> str:
 
 
 def _parse_scp_url(text: str, match: re.Match[str], protocols: tuple[str, ...]) -> RepoURL:
+    __tracebackhide__ = True  # its arguments may hold a secret
     _require_protocol("ssh", protocols, text)
     host = match.group("host").lower()
     if host.startswith("-"):
@@ -360,6 +366,7 @@ def _parse_scp_url(text: str, match: re.Match[str], protocols: tuple[str, ...]) 
 
 
 def _parse_local_path(text: str, protocols: tuple[str, ...]) -> RepoURL:
+    __tracebackhide__ = True  # its arguments may hold a secret
     _require_protocol("file", protocols, text)
     absolute = os.path.abspath(os.path.expanduser(text))
     return RepoURL(text, absolute, _file_canonical(absolute), text, "file")

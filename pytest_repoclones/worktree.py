@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .urls import redact
+
 __all__ = ["Worktree"]
 
 
@@ -34,6 +36,13 @@ class Worktree(os.PathLike[str]):
     isolated: bool = field(default=False, repr=False, compare=False)
     #: A repository of its own borrowing a read-only cache's objects: nothing registered there.
     standalone: bool = field(default=False, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        # The URL as the test gave it may carry a password: a failure report shows this.
+        return (
+            f"Worktree(path={self.path!r}, url={redact(self.url)!r}, commit={self.commit!r}, "
+            f"branch={self.branch!r})"
+        )
 
     def __fspath__(self) -> str:
         return str(self.path)

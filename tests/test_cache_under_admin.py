@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers.messages import message_of, raises_saying
 from upstream import Upstream
 
 from pytest_repoclones import CacheWriteError, RemoteError, RepoClonesError, RepoStore
@@ -92,8 +93,10 @@ def test_cache_directory_removed_mid_session_is_made_again(
     first = store.add_worktree(upstream.url, "v1.0", tmp_path / "one")
     store.remove_worktree(first)
     shutil.rmtree(cache_dir)
+    assert store.test_branches(upstream.url) == []  # not cached: nothing, not an OSError
     again = store.add_worktree(upstream.url, "v1.1", tmp_path / "two")
     assert (again.path / "run.sh").is_file()
+    assert (cache_dir / "CACHEDIR.TAG").is_file()
     assert store.resolve(upstream.url, "main") == upstream.rev("main")
     store.remove_worktree(again)
     shutil.rmtree(cache_dir)
@@ -137,10 +140,12 @@ def test_full_disk_while_writing_the_refresh_marker(
     with pytest.raises(CacheWriteError) as caught:
         store.resolve(upstream.url, "main")  # refreshes, then records the session
     message = str(caught.value)
-    assert "No space left" in message.splitlines()[0]
+    assert "No space left" in message_of(caught.value).splitlines()[0]
     assert upstream.url in message
-    assert "'main'" in message
+    assert "'main'" in message_of(caught.value)
     assert [p.name for p in git_dir.iterdir() if p.name.endswith(".tmp")] == []
+    assert list(cache_dir.rglob("*.tmp")) == []  # nor the lock's owner note
+    assert list(cache_dir.rglob("tmp_obj_*")) == []
     assert isinstance(caught.value, RepoClonesError)
     filler.unlink()
     assert store.resolve(upstream.url, "main") == upstream.rev("main")  # recovers
@@ -160,10 +165,11 @@ def test_full_disk_while_cloning_blames_the_disk_not_the_remote(
             handle.write(b"\0" * 65536)
             handle.flush()
     filler.write_bytes(b"\0" * (filler.stat().st_size - 96 * 1024))  # room for the layout
-    with pytest.raises(CacheWriteError, match="No space left") as caught:
+    with raises_saying(CacheWriteError, "No space left") as caught:
         RepoStore(cache_dir, timeout=60).clone(big_upstream.url)
     assert big_upstream.url in str(caught.value)
-    assert "No space left" in str(caught.value).splitlines()[0]
+    assert "No space left" in message_of(caught.value).splitlines()[0]
     assert not isinstance(caught.value, RemoteError)
     assert list((cache_dir / "tmp").iterdir()) == []
     assert list((cache_dir / "repos").iterdir()) == []
+    assert list(cache_dir.rglob("*.tmp")) == []

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -359,3 +360,70 @@ def _read(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Running processes whose environment holds ``marker`` (zombies are gone already)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if marker.encode() in environ and state not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.slow
+def test_killed_xdist_controller_takes_its_workers_and_their_git_along(
+    upstream: Upstream, pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """SIGKILL of a `pytest -n 2` controller: its workers went on making worktrees (and
+    starting git in the cache) for seconds; now they die with it, and their git with them."""
+    pytester.makepyfile(
+        f"""
+        import time
+
+        def test_churn(worktree):
+            while True:
+                worktree({upstream.url!r}, "main")
+
+        def test_churn_too(worktree):
+            while True:
+                worktree({upstream.url!r}, "v1.0")
+        """
+    )
+    marker = f"REPOCLONES_KILL_MARK={os.getpid()}-{time.monotonic_ns()}"
+    env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
+    controller = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider",
+         f"--repo-cache-dir={tmp_path / 'cache'}", f"--basetemp={tmp_path / 'bt'}"],
+        cwd=pytester.path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # both workers are making worktrees
+            if len(list((tmp_path / "cache" / "owners").glob("*.lock"))) >= 2:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the workers never made a worktree")
+        time.sleep(0.5)
+    finally:
+        controller.kill()
+        controller.wait(10)
+    deadline = time.monotonic() + 2.0
+    while (left := _processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left == [], [cmdline_of(pid) for pid in left]
+
+
+def cmdline_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "(gone)"

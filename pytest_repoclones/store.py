@@ -34,6 +34,7 @@ from ._bare import init_bare_repository
 from ._files import (
     clear_worktree_state,
     leave_directory,
+    make_deletable,
     normalize_modes,
     read_stripped,
     rmtree,
@@ -669,6 +670,9 @@ class RepoStore:
         # First what would leak into the checkout itself: untracked files (a stray
         # .gitattributes applies to it; -ff also takes nested repositories, -x ignored files)
         # and index flags a test set (skip-worktree, assume-unchanged hide files from git).
+        # A directory the test made read-only stops clean and checkout for any user but
+        # root: every directory gets u+rwx back first (normalize_modes sets modes after).
+        make_deletable(moved.path)
         self._run_in_worktree(repo, moved, ["clean", "--quiet", "-ffdx"])
         self._clear_index_flags(repo, moved)
         # -b, not -B: an existing branch of that name is an error, never silently moved.

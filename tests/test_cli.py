@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from helpers.children import ChildGroup
+from helpers.messages import without_paths
 from upstream import Upstream, git, truncate_pack
 
 from pytest_repoclones import RepoStore, cli
@@ -484,7 +485,7 @@ def test_verify_rebuilds_a_damaged_entry(run: Run, big_upstream: Upstream, cache
     status, out, err = run("verify")
     assert status == 0, err
     assert out.startswith(f"repaired  {big_upstream.url}: was: pack ")
-    assert "truncated" in out
+    assert "truncated" in without_paths(out)
     assert "fetched 1 of 1 pinned commits again" in out
     assert git("--git-dir", str(git_dir), "fsck", "--no-progress", "--connectivity-only") == ""
     assert list((cache_dir / "tmp").iterdir()) == []

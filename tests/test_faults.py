@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers.messages import message_of, raises_saying
 from upstream import Upstream, git, truncate_pack
 
 from pytest_repoclones import (
@@ -271,7 +272,7 @@ def test_remote_deleted_after_warm_cache(
         assert time.monotonic() - started < 10
         message = str(info.value)
         assert upstream.url in message
-        assert "does not appear to be a git repository" in message
+        assert "does not appear to be a git repository" in message_of(info.value)
         assert not (tmp_path / "wt-fail").exists()
     assert store.test_branches(upstream.url) == []
     assert store.live_worktrees(upstream.url) == []
@@ -307,7 +308,7 @@ def test_force_pushed_remote_still_serves_commits_by_name(
     message = str(info.value)
     assert dropped in message
     assert up.url in message
-    assert "tried:" in message
+    assert "tried:" in message_of(info.value)
     assert not (tmp_path / "wt-dropped").exists()
 
 
@@ -330,7 +331,7 @@ def test_stalled_server_times_out_and_cleans_up(
     assert isinstance(info.value, TimeoutError)
     assert TIMEOUT <= elapsed < TIMEOUT + SLACK
     message = str(info.value)
-    assert "timed out" in message
+    assert "timed out" in message_of(info.value)
     assert url in message
     assert black_hole.accepted, "git never reached the server"
     assert not (tmp_path / "wt").exists()
@@ -354,7 +355,7 @@ def test_stalled_server_after_warm_cache(
     wt = store.add_worktree(url, v10, tmp_path / "wt-cached")
     assert wt.commit == v10
     started = time.monotonic()
-    with pytest.raises(GitTimeoutError, match="timed out") as info:
+    with raises_saying(GitTimeoutError, "timed out") as info:
         store.add_worktree(url, missing, tmp_path / "wt-missing")
     assert time.monotonic() - started < TIMEOUT + SLACK
     assert url in str(info.value)
@@ -528,7 +529,7 @@ def test_missing_credential_is_an_error_naming_the_url(
         assert time.monotonic() - started < 10
         message = str(info.value)
         assert f"127.0.0.1:{server.port}/project.git" in message
-        assert says in message
+        assert says in message_of(info.value)
         assert "wrong" not in message
     assert_no_leftovers(quick_store.cache_dir)
 
@@ -754,8 +755,8 @@ def test_lock_held_by_a_live_process_times_out_naming_it(
     message = str(info.value)
     assert upstream.url in message
     assert str(lock_file) in message
-    assert f"pid {holder.pid}" in message
-    assert "test: holding the lock" in message  # what the holder is doing
+    assert f"pid {holder.pid}" in message_of(info.value)
+    assert "test: holding the lock" in message_of(info.value)  # what the holder is doing
     assert not (store.cache_dir / "repos" / store.git_dir(upstream.url).name).exists()
 
 
@@ -763,10 +764,21 @@ def test_sigkilled_lock_holder_does_not_block(
     hold_lock: Callable[[str], LockHolder], store: RepoStore, upstream: Upstream
 ) -> None:
     holder = hold_lock(upstream.url)
+    # The fault is real: the lock is held (a short wait gives up)...
+    with raises_saying(LockTimeoutError, "waiting for the lock"):
+        RepoStore(store.cache_dir, timeout=30, lock_timeout=0.5).clone(upstream.url)
     holder.kill()
+    assert holder.process.returncode == -signal.SIGKILL  # ...and its holder died holding it.
     started = time.monotonic()
-    RepoStore(store.cache_dir, timeout=30, lock_timeout=10).clone(upstream.url)
+    git_dir = RepoStore(store.cache_dir, timeout=30, lock_timeout=10).clone(upstream.url)
     assert time.monotonic() - started < 5
+    # Not just quick: the entry was really made, and holds the upstream's history.
+    assert git_dir == store.git_dir(upstream.url)
+    assert (git_dir / "repoclones.json").is_file()
+    main = upstream.rev("main")
+    assert git("--git-dir", str(git_dir), "rev-parse", "--verify", f"{main}^{{commit}}") == main
+    assert git("--git-dir", str(git_dir), "rev-parse", "--is-bare-repository") == "true"
+    assert list((store.cache_dir / "tmp").iterdir()) == []
 
 
 # -- damaged cache entries ---------------------------------------------------------------------
@@ -855,7 +867,7 @@ def test_damaged_entry_in_use_by_a_live_process_names_the_path_to_delete(
     message = str(info.value)
     assert isinstance(info.value, RepoClonesError)
     assert f"delete {git_dir}" in message
-    assert "truncated" in message
+    assert "truncated" in message_of(info.value)
     assert big_upstream.url in message
     assert git_dir.is_dir(), "nothing in use may be deleted"
     assert (wt.path / "README.md").is_file()

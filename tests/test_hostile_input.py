@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers.messages import message_of, raises_saying
 from upstream import Upstream
 
 from pytest_repoclones import (
@@ -174,16 +175,8 @@ CASES: list[Case] = [
     Case("path-escape", path="<tmp>/wt\x1b[2J", says="without control characters"),
     Case("path-empty", path="", says="non-empty str"),
     Case("path-bytes", path=b"/tmp/wt", says="non-empty str"),
-    Case(
-        "path-none",
-        path=None,
-        says="path",
-    ),
-    Case(
-        "path-int",
-        path=123,
-        says="path",
-    ),
+    Case("path-none", path=None, says="Worktree path must be a non-empty str"),
+    Case("path-int", path=123, says="Worktree path must be a non-empty str"),
     Case(
         "path-into-cache-via-dotdot",
         path="<tmp>/elsewhere/../cache/wt",
@@ -199,11 +192,7 @@ CASES: list[Case] = [
     Case("branch-head", branch="HEAD", says="'HEAD' is reserved"),
     Case("branch-range", branch="a..b", says="Invalid branch name"),
     Case("branch-newline", branch="x\n-D", says="Invalid branch name"),
-    Case(
-        "branch-int",
-        branch=123,
-        says="branch",
-    ),
+    Case("branch-int", branch=123, says="Invalid branch name 123: not a string"),
 ]
 
 
@@ -329,7 +318,8 @@ def _call_and_check(
         call(store, url, commit)
     elapsed = time.monotonic() - started
 
-    message = str(info.value)
+    # Without its paths: those spell this test's name ("path", "url", "branch"...).
+    message = message_of(info.value)
     assert re.search(case.says, message), f"message does not name the problem: {message!r}"
     assert elapsed < BOUND_SECONDS, f"took {elapsed:.1f} s"
     # No side effect: nothing a payload would create, no new working files, no cache entry.
@@ -484,6 +474,6 @@ def test_token_never_reaches_gits_argv(
     ids=str,
 )
 def test_store_rejects_nonsense_timeouts(option: str, value: float, cache_dir: Path) -> None:
-    with pytest.raises(InvalidInputError, match="timeout"):
+    with raises_saying(InvalidInputError, rf"^{option} must be a .*number of seconds"):
         RepoStore(cache_dir, **{option: value})  # type: ignore[arg-type]
     assert not cache_dir.exists()

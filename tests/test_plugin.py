@@ -638,8 +638,9 @@ def test_cache_dir_that_is_a_file_is_reported_as_a_user_error(
         from pytest_repoclones import RepoClonesError
 
         def test_clone(worktree):
-            with pytest.raises(RepoClonesError, match="cache-file"):
+            with pytest.raises(RepoClonesError, match="cache-file") as info:
                 worktree(URL)
+            assert "as the repository cache" in info.value.problem
         """,
         URL=upstream.url,
     )
@@ -649,6 +650,7 @@ def test_cache_dir_that_is_a_file_is_reported_as_a_user_error(
         result.assert_outcomes(passed=1)
     else:
         assert "cache-file" in result.stderr.str()
+        assert f"{not_a_dir} (from --repo-cache-dir) is not a directory" in result.stderr.str()
 
 
 # -- the cache location and options ----------------------------------------------------------

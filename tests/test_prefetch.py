@@ -6,10 +6,12 @@ pytester in test_daily_use.py; these pin the edges a crashed or odd worker can p
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
-from upstream import Upstream, upload_packs
+from helpers.messages import without_paths
+from upstream import Upstream, git, upload_packs
 
 from pytest_repoclones import RepoStore
 from pytest_repoclones.prefetch import prefetch, read_declared, write_declared
@@ -54,9 +56,19 @@ def test_prefetch_failures_are_logged_not_raised(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     missing = (tmp_path / "no-such-repo").as_uri()
-    prefetch(store, {missing: ["main"], upstream.url: ["no-such-branch", "v1.0", "v1.1"]})
-    assert "no-such-repo" in caplog.text
-    assert "no-such-branch" in caplog.text
-    # The good commits of the good repository were fetched regardless: one clone, no more.
-    assert (store.git_dir(upstream.url) / "repoclones.json").is_file()
-    assert upload_packs(trace_file, upstream.path) == 1
+    pull = upstream.rev("refs/pull/7/head")  # not in a clone: only a fetch of its own brings it
+    # A failure first in each repository's list: what follows it must still be fetched.
+    prefetch(store, {missing: ["main"], upstream.url: ["no-such-branch", pull, "v1.0"]})
+    warnings = sorted(
+        without_paths(r.getMessage()) for r in caplog.records if r.levelno == logging.WARNING
+    )
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("repoclones: prefetch of main failed: "), warnings
+    assert warnings[1].startswith("repoclones: prefetch of no-such-branch failed: "), warnings
+    assert "No such branch or tag" in warnings[1], warnings
+    assert any(missing in r.getMessage() for r in caplog.records)  # names the repository
+    # The good commits of the good repository were fetched regardless: one clone, one fetch.
+    git_dir = store.git_dir(upstream.url)
+    assert (git_dir / "repoclones.json").is_file()
+    assert git(f"--git-dir={git_dir}", "cat-file", "-t", pull) == "commit"
+    assert upload_packs(trace_file, upstream.path) == 2

@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable
@@ -21,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.messages import message_of, raises_saying, without_paths
 from inner import records, run
 from upstream import Upstream, count_git_commands, git
 
-from pytest_repoclones import InvalidInputError, RepoStore, Worktree, WorktreeError
+from pytest_repoclones import InvalidInputError, RepoStore, Worktree, WorktreeError, _files
 
 
 @dataclass
@@ -636,9 +638,7 @@ def test_reuse_refuses_an_existing_explicit_branch_like_a_fresh_worktree(
 def test_a_failed_reuse_after_the_checkout_falls_back_to_a_fresh_worktree(
     project: Project, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pytest_repoclones.store as store_module
-
-    real, failed = store_module.normalize_modes, []
+    real, failed = _files.normalize_modes, []
 
     def fail_once(root: Path) -> None:
         if not failed:
@@ -648,10 +648,26 @@ def test_a_failed_reuse_after_the_checkout_falls_back_to_a_fresh_worktree(
 
     store = make_store(cache_dir, reuse=True)
     first = store.add_worktree(project.url, project.c1, tmp_path / "a")
+    mark_for_reuse(first)
     store.remove_worktree(first)
-    monkeypatch.setattr(store_module, "normalize_modes", fail_once)
+    # Patched wherever the package calls it from (code may move between its modules).
+    users = [
+        module
+        for name, module in sorted(sys.modules.items())
+        if name.startswith("pytest_repoclones") and getattr(module, "normalize_modes", None) is real
+    ]
+    assert users, "nothing imports normalize_modes any more: this test injects nothing"
+    for module in users:
+        monkeypatch.setattr(module, "normalize_modes", fail_once)
     branch = store.new_branch_name("explicit")  # as the worktree fixture passes it
     second = store.add_worktree(project.url, project.c2, tmp_path / "b", branch=branch)
+    # The fault fired, in the parked worktree moved to the new path, after its checkout...
+    assert failed == [tmp_path / "b"], "the injected failure never happened"
+    # ...and the worktree handed out is a fresh one, at the path asked for.
+    assert not was_reused(second)
+    assert second.path == tmp_path / "b"
+    assert not first.path.exists()
+    assert git("rev-parse", "HEAD", cwd=second) == project.c2
     assert second.branch == branch
     assert git("status", "--porcelain", "--ignored", cwd=second) == ""
     assert branches(store, project.url) == [branch]
@@ -948,7 +964,7 @@ def test_invalid_sparse_arguments_are_rejected(
     store: RepoStore, project: Project, tmp_path: Path, sparse: Any
 ) -> None:
     target = tmp_path / "wt"
-    with pytest.raises(InvalidInputError, match="sparse"):
+    with raises_saying(InvalidInputError, "sparse"):  # this test's paths say "sparse" too
         store.add_worktree(project.url, project.c1, target, sparse=sparse)
     assert not target.exists()
     assert not store.git_dir(project.url).exists(), "rejected before any git command"
@@ -1049,9 +1065,9 @@ def test_partial_clone_refuses_isolate_clearly(project: Project, tmp_path: Path)
     a message saying why and what to do, and nothing is left behind."""
     store = make_store(tmp_path / "cache", clone_filter="blob:none")
     target = tmp_path / "iso"
-    with pytest.raises(InvalidInputError, match="isolate=True needs a full clone") as info:
+    with raises_saying(InvalidInputError, "isolate=True needs a full clone") as info:
         store.add_worktree(project.url, project.c1, target, isolate=True)
-    assert "clone-filter" in str(info.value)
+    assert "clone-filter" in message_of(info.value)
     assert not target.exists()
     assert_store_empty(store, project.url)
 
@@ -1096,9 +1112,9 @@ def test_clone_filters_per_url(
     ids=repr,
 )
 def test_invalid_clone_filter_is_rejected(spec: Any, project: Project, tmp_path: Path) -> None:
-    with pytest.raises(InvalidInputError, match="filter"):
+    with raises_saying(InvalidInputError, "filter"):
         make_store(tmp_path / "cache", clone_filter=spec)
-    with pytest.raises(InvalidInputError, match="filter"):
+    with raises_saying(InvalidInputError, "filter"):
         make_store(tmp_path / "cache", clone_filters={project.url: spec})
     assert not (tmp_path / "cache").exists()
 
@@ -1196,7 +1212,7 @@ def test_invalid_clone_filter_is_a_usage_error(
     pytester.makepyfile("def test_nothing(): pass")
     result = run(pytester, cache_dir, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "filter" in result.stderr.str()
+    assert "filter" in without_paths(result.stderr.str())  # the paths say "filter" too
     assert "Traceback" not in result.stderr.str()
 
 

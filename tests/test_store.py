@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers.messages import message_of, raises_saying
 from upstream import Upstream, count_git_commands, git
 
 from pytest_repoclones import (
@@ -149,7 +150,7 @@ def test_cached_commit_keeps_working_when_the_remote_is_gone(
     worktree = store.add_worktree(upstream.url, sha, tmp_path / "wt")
     assert head_of(worktree) == sha
     store.remove_worktree(worktree)
-    with pytest.raises(RemoteError, match="Could not fetch") as info:
+    with raises_saying(RemoteError, "Could not fetch") as info:
         store.resolve(upstream.url, "main")
     assert upstream.url in str(info.value)
 
@@ -206,7 +207,7 @@ def test_branches_deleted_upstream_are_gone_after_refresh(
     upstream.set_ref("refs/tags/v1.1", c1)  # a moved tag is followed
 
     second = RepoStore(cache_dir, session_id="two")
-    with pytest.raises(CommitNotFoundError, match=r"release/2\.x"):
+    with raises_saying(CommitNotFoundError, r"release/2\.x"):
         second.resolve(upstream.url, "release/2.x")
     assert second.resolve(upstream.url, "release") == upstream.rev("main")
     assert second.resolve(upstream.url, None) == upstream.rev("main")
@@ -350,13 +351,13 @@ def test_unknown_full_name(store: RepoStore, upstream: Upstream, tmp_path: Path)
     message = str(info.value)
     assert missing in message
     assert upstream.url in message
-    assert "git: fatal:" in message  # git's own error line
+    assert "git: fatal:" in message_of(info.value)  # git's own error line
     assert not (tmp_path / "wt").exists()
     assert store.test_branches(upstream.url) == []
 
 
 def test_unknown_abbreviation(store: RepoStore, upstream: Upstream) -> None:
-    with pytest.raises(CommitNotFoundError, match="abbreviated"):
+    with raises_saying(CommitNotFoundError, "abbreviated"):
         store.resolve(upstream.url, "0123456")
 
 
@@ -365,7 +366,7 @@ def test_nonexistent_repository(store: RepoStore, tmp_path: Path) -> None:
     with pytest.raises(RemoteError) as info:
         store.clone(url)
     assert url in str(info.value)
-    assert "does not appear to be a git repository" in str(info.value)
+    assert "does not appear to be a git repository" in message_of(info.value)
     assert list((store.cache_dir / "repos").iterdir()) == []
     assert list((store.cache_dir / "tmp").iterdir()) == []
 
@@ -380,7 +381,7 @@ def test_path_that_is_not_a_repository(store: RepoStore, tmp_path: Path) -> None
 
 def test_repository_with_no_commits(store: RepoStore, make_upstream) -> None:  # type: ignore[no-untyped-def]
     empty = make_upstream("empty")
-    with pytest.raises(RemoteError, match="no commits"):
+    with raises_saying(RemoteError, "no commits"):
         store.clone(empty.url)
     assert list((store.cache_dir / "repos").iterdir()) == []
 
@@ -399,7 +400,7 @@ def test_worktree_path_must_be_empty(store: RepoStore, upstream: Upstream, tmp_p
     target = tmp_path / "taken"
     target.mkdir()
     (target / "file").write_text("x")
-    with pytest.raises(WorktreeError, match="not an empty directory"):
+    with raises_saying(WorktreeError, "not an empty directory"):
         store.add_worktree(upstream.url, "main", target)
 
 
@@ -429,8 +430,10 @@ def test_errors_survive_pickling() -> None:
 def test_cache_dir_that_is_a_file_is_a_clear_error(tmp_path: Path, upstream: Upstream) -> None:
     not_a_dir = tmp_path / "cache-file"
     not_a_dir.write_text("x")
-    with pytest.raises(RepoClonesError, match="cache-file"):
+    with pytest.raises(RepoClonesError, match="cache-file") as info:
         RepoStore(not_a_dir).clone(upstream.url)
+    assert str(not_a_dir) in str(info.value)  # names it, and says what is wrong with it:
+    assert "as the repository cache: Not a directory" in message_of(info.value)
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers.messages import message_of, raises_saying
 from upstream import Upstream, git
 
 from pytest_repoclones import CommitNotFoundError, RemoteError, RepoStore
@@ -355,11 +356,11 @@ def test_instead_of_cannot_reach_a_transport_outside_the_list(
         f'[url "ext::sh -c touch% {markers}/ext"]\n\tinsteadOf = https://evil.example/\n'
         f'[url "{project.url}"]\n\tinsteadOf = https://mirror.example/project.git\n',
     )
-    with pytest.raises(RemoteError, match="transport 'ext' not allowed") as info:
+    with raises_saying(RemoteError, "transport 'ext' not allowed") as info:
         RepoStore(cache_dir, timeout=60).clone("https://evil.example/x.git")
     assert "https://evil.example/x.git" in str(info.value)
     narrow = RepoStore(cache_dir, timeout=60, protocols=("https",))
-    with pytest.raises(RemoteError, match="transport 'file' not allowed"):
+    with raises_saying(RemoteError, "transport 'file' not allowed"):
         narrow.clone("https://mirror.example/project.git")
     assert fired(markers) == []
     assert list((cache_dir / "repos").iterdir()) == []
@@ -415,7 +416,8 @@ def test_advice_settings_do_not_hide_gits_error(
     with pytest.raises(CommitNotFoundError) as info:
         store.add_worktree(project.url, missing, tmp_path / "wt-missing")
     message = str(info.value)
-    assert "\n  git: fatal:" in message  # git's own error line, not a hint, no colour codes
+    # git's own error line, not a hint, no colour codes
+    assert "\n  git: fatal:" in message_of(info.value)
     assert "\x1b[" not in message
 
 

@@ -264,7 +264,10 @@ def test_hand_over(request, repo_store, worktree, n):
     # schedules no test before every worker has: the directory is complete now.
     exchange = pathlib.Path(request.config.workerinput[EXCHANGE_DIR])
     for path in exchange.iterdir():
-        shutil.copy(path, pathlib.Path(SEEN, f"{n}-{path.name}"))
+        try:
+            shutil.copy(path, pathlib.Path(SEEN, f"{n}-{path.name}"))
+        except FileNotFoundError:
+            pass  # another worker's temporary file, renamed into place meanwhile
     # Both were prefetched before any test: the public one by the controller, the private one
     # (which the controller never saw) by the workers themselves.
     for url, sha in ((PRIVATE, PRIVATE_SHA), (PUBLIC, PUBLIC_SHA)):

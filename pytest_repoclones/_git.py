@@ -262,7 +262,6 @@ def run_git(
     extra_env: Mapping[str, str] | None = None,
     pre_args: Sequence[str] = (),
     url: str | None = None,
-    commit: str | None = None,
     stdin: str | None = None,
     progress: Callable[[str], None] | None = None,
     die_with_parent: bool = True,
@@ -321,7 +320,6 @@ def run_git(
         raise GitTimeoutError(
             f"git {command} timed out after {timeout:g} s and was killed",
             url=url,
-            commit=commit,
             hint="raise --repo-timeout if the remote is just slow",
         ) from None
     except BaseException:

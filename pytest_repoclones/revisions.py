@@ -30,11 +30,6 @@ class Revision:
     text: str | None
     kind: Kind
 
-    @property
-    def is_moving(self) -> bool:
-        """Branch names and the default branch can move upstream; object names cannot."""
-        return self.kind in ("default", "name")
-
 
 def ref_format_problem(name: str) -> str | None:
     """Why ``name`` fails ``git check-ref-format --allow-onelevel``, or None if it passes."""

@@ -815,6 +815,7 @@ class RepoStore:
         return git_dir
 
     def _clone_locked(self, repo: RepoURL, git_dir: Path) -> None:
+        self._lock(repo).assert_held()
         if git_dir.exists():
             # No completion marker: left by a process killed mid-publish, or damaged.
             log.warning("repoclones: replacing incomplete cache entry %s", git_dir)
@@ -854,6 +855,7 @@ class RepoStore:
 
     def _check_health_locked(self, repo: RepoURL, git_dir: Path) -> None:
         """Rebuild a damaged entry, unless live worktrees still use it: then say what to delete."""
+        self._lock(repo).assert_held()
         problem = find_problem(git_dir, lambda: tips_without_trees(git_dir, self._runner))
         if problem is None:
             return
@@ -965,6 +967,7 @@ class RepoStore:
         self, repo: RepoURL, git_dir: Path, asked: str | None, damage: _DamagedEntry
     ) -> None:
         """Clone afresh; if that fails, put the old entry back (it still serves most commits)."""
+        self._lock(repo).assert_held()
         aside = self.layout.trash_path()
         os.rename(git_dir, aside)
         try:
@@ -994,11 +997,12 @@ class RepoStore:
 
     def _prepare_locked(self, repo: RepoURL, git_dir: Path) -> None:
         """First use in this process: clear what killed processes left behind."""
-        self._check_format_locked(git_dir)
+        self._lock(repo).assert_held()
+        self._check_format(git_dir)
         self.layout.remove_stale_builds(repo.key)
         self._registry.prepare(self._lock(repo), git_dir)
 
-    def _check_format_locked(self, git_dir: Path) -> None:
+    def _check_format(self, git_dir: Path) -> None:
         """Refuse an entry of a newer layout; bring an older one's marker up to date."""
         data = read_marker(git_dir)
         if data is not None:
@@ -1173,6 +1177,7 @@ class RepoStore:
 
     def _fetch_commit_locked(self, repo: RepoURL, git_dir: Path, revision: Revision) -> None:
         """Fetch one object by full name (caller holds the lock); pin it under refs/repoclones."""
+        self._lock(repo).assert_held()
         sha = revision.text
         assert sha is not None
         result = self._remote(repo).fetch_commit(git_dir, sha)

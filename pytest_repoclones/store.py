@@ -32,10 +32,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ._bare import init_bare_repository
 from ._files import (
-    clear_worktree_state,
     leave_directory,
-    make_deletable,
-    normalize_modes,
     read_stripped,
     rmtree,
     write_atomically,
@@ -49,7 +46,6 @@ from ._layout import (
     MARKER,
     REFRESH_MARKER,
     CacheLayout,
-    key_of,
     read_marker,
     read_only_error,
     upgrade_marker,
@@ -60,6 +56,7 @@ from ._ownership import Owner
 from ._registry import BRANCH_PREFIX, WorktreeRegistry
 from ._remote import OFFLINE_HINT, REMOTE_HEAD, Remote
 from ._remote_failures import RemoteFailures
+from ._reuse import Parking
 from ._runner import GitRunner
 from .errors import (
     CacheCorruptError,
@@ -155,7 +152,6 @@ class RepoStore:
             parse_url(url, self.protocols).key: check_filter(spec)
             for url, spec in (clone_filters or {}).items()
         }
-        self._parked: dict[str, list[Worktree]] = {}
         self._partial: dict[str, bool] = {}
         #: This process's claim on its worktree registrations (see _ownership.py).
         self._owner = Owner(self.cache_dir)
@@ -172,6 +168,16 @@ class RepoStore:
         self.stats: dict[str, RepoStats] = {}
         self._runner = GitRunner(self.protocols, self.timeout, self.stats, self._mutex)
         self._registry = WorktreeRegistry(self.cache_dir, self._runner, self._owner)
+        self._parking = Parking(
+            owner=self._owner,
+            registry=self._registry,
+            lock=self._lock,
+            run=self._run_in_worktree,
+            check_damage=self._check_damage,
+            resolve_object=self._resolve_object,
+            branch_commit=self._branch_commit,
+            remove=self._remove_for_real,
+        )
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> RepoStore:
@@ -328,7 +334,7 @@ class RepoStore:
                 start = self._resolve_object(repo, git_dir, revision)
             worktree = self._isolated_worktree(repo, start, target, branch, sparse_args, str(url))
         elif self.reuse and sparse_args is None and not self.read_only:
-            worktree = self._reuse_parked(repo, revision, start, target, branch, str(url))
+            worktree = self._parking.take(repo, revision, start, target, branch, str(url))
         if worktree is None and self.read_only:
             worktree = self._borrowing_worktree(repo, start, target, branch, sparse_args, str(url))
         if worktree is None:
@@ -416,10 +422,9 @@ class RepoStore:
         """
         __tracebackhide__ = True  # its arguments may hold a secret
         with _context(redact(worktree.url), worktree.commit):
-            if self.reuse and self._parkable(worktree):
+            if self.reuse and self._parking.parkable(worktree):
                 leave_directory(worktree.path)
-                with self._mutex:
-                    self._parked.setdefault(key_of(worktree.git_dir), []).append(worktree)
+                self._parking.park(worktree)
                 return
             self._remove_for_real(worktree)
 
@@ -439,9 +444,7 @@ class RepoStore:
     def close(self) -> None:
         """Remove every parked worktree (reuse mode) and release this process's owner lock
         (worktrees still registered then read as dead). The store stays usable."""
-        with self._mutex:
-            parked = [wt for items in self._parked.values() for wt in items]
-            self._parked.clear()
+        parked = self._parking.drain()
         errors = []
         for worktree in parked:
             try:
@@ -587,139 +590,6 @@ class RepoStore:
         return worktree
 
     # -- worktree reuse --------------------------------------------------------------------
-
-    def _parkable(self, worktree: Worktree) -> bool:
-        """Only an intact, full (not sparse, not isolated) checkout is worth moving on."""
-        if worktree.sparse or worktree.isolated:
-            return False
-        return read_stripped(worktree.path / ".git") == f"gitdir: {worktree.admin_dir}"
-
-    def _reuse_parked(
-        self, repo: RepoURL, revision: Revision, start: str, target: Path, branch: str, url: str
-    ) -> Worktree | None:
-        """Move a parked worktree to ``target`` and check out ``start`` there; None if none.
-
-        Only files that differ are written: this is what makes reuse fast. Anything odd
-        (a test broke its worktree) makes us fall back to a fresh worktree.
-        """
-        __tracebackhide__ = True  # its arguments may hold a secret
-        with self._mutex:
-            candidates = self._parked.get(repo.key)
-            parked = candidates.pop() if candidates else None
-        if parked is None:
-            return None
-        try:
-            return self._move_parked(parked, repo, revision, start, target, branch, url)
-        except (OSError, RepoClonesError) as exc:
-            log.info("repoclones: could not reuse %s (%s); making a new worktree", parked.path, exc)
-            with contextlib.suppress(OSError, RepoClonesError):
-                self._remove_for_real(parked)
-            return None
-
-    def _move_parked(
-        self,
-        parked: Worktree,
-        repo: RepoURL,
-        revision: Revision,
-        start: str,
-        target: Path,
-        branch: str,
-        url: str,
-    ) -> Worktree:
-        __tracebackhide__ = True  # its arguments may hold a secret
-        git_dir = parked.git_dir
-        if target.exists():
-            target.rmdir()  # validated empty
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock(repo).hold(f"worktree reuse {target}"):
-            # What `git worktree move` does, without a process: rename, then repoint the entry.
-            os.rename(parked.path, target)
-            write_atomically(parked.admin_dir / "gitdir", f"{target / '.git'}\n")
-            write_atomically(parked.admin_dir / "locked", self._owner.reason(branch))
-            clear_worktree_state(parked.admin_dir)
-        moved = Worktree(
-            path=target,
-            url=url,
-            commit=parked.commit,
-            branch=parked.branch,
-            git_dir=git_dir,
-            admin_dir=parked.admin_dir,
-        )
-        try:
-            self._reset_parked(repo, moved, revision, start, branch)
-        except BaseException:
-            with contextlib.suppress(OSError, RepoClonesError):
-                self._remove_for_real(moved)
-            raise
-        lock = self._lock(repo)
-        with lock.hold(f"worktree reuse {target}"):
-            self._registry.delete_branch(lock, git_dir, parked.branch)
-        return Worktree(
-            path=target,
-            url=url,
-            commit=self._branch_commit(git_dir, branch),
-            branch=branch,
-            git_dir=git_dir,
-            admin_dir=parked.admin_dir,
-        )
-
-    def _reset_parked(
-        self, repo: RepoURL, moved: Worktree, revision: Revision, start: str, branch: str
-    ) -> None:
-        """Make a parked worktree indistinguishable from a fresh checkout of ``start``."""
-        # First what would leak into the checkout itself: untracked files (a stray
-        # .gitattributes applies to it; -ff also takes nested repositories, -x ignored files)
-        # and index flags a test set (skip-worktree, assume-unchanged hide files from git).
-        # A directory the test made read-only stops clean and checkout for any user but
-        # root: every directory gets u+rwx back first (normalize_modes sets modes after).
-        make_deletable(moved.path)
-        self._run_in_worktree(repo, moved, ["clean", "--quiet", "-ffdx"])
-        self._clear_index_flags(repo, moved)
-        # -b, not -B: an existing branch of that name is an error, never silently moved.
-        checkout = ["checkout", "--quiet", "--force", "--no-recurse-submodules", "-b", branch]
-        result = self._run_in_worktree(repo, moved, [*checkout, start], check=False)
-        if not result.ok:
-            self._check_damage(repo, moved.git_dir, result.stderr)
-        if not result.ok and revision.kind == "full" and "already exists" not in result.stderr:
-            start = self._resolve_object(repo, moved.git_dir, revision)
-            result = self._run_in_worktree(repo, moved, [*checkout, start], check=False)
-        if not result.ok:
-            raise WorktreeError(
-                "Could not move a reused worktree to the commit",
-                url=repo.redacted,
-                commit=revision.text,
-                git_error=repo.scrub(result.error_line),
-            )
-        try:
-            # git 2.39's checkout exits 0 after "error: Could not read <tree>", having deleted
-            # the old commit's files and written none of the new one's.
-            self._check_damage(repo, moved.git_dir, result.stderr)
-            # Files the old commit tracked and the new one ignores stay behind as ignored.
-            self._run_in_worktree(repo, moved, ["clean", "--quiet", "-ffdx"])
-            normalize_modes(moved.path)
-        except BaseException:
-            # The caller removes the worktree with its old branch; this one is ours too.
-            lock = self._lock(repo)
-            with lock.hold(f"worktree reuse {moved.path}"):
-                self._registry.delete_branch(lock, moved.git_dir, branch)
-            raise
-
-    def _clear_index_flags(self, repo: RepoURL, worktree: Worktree) -> None:
-        listing = self._run_in_worktree(repo, worktree, ["ls-files", "-v", "-z"]).stdout
-        skip, assume = [], []
-        for entry in listing.split("\0"):
-            tag, _, path = entry.partition(" ")
-            if tag.upper() == "S":
-                skip.append(path)
-            if tag.islower():  # lowercase: assume-unchanged (``s``: both flags)
-                assume.append(path)
-        for flag, paths in (("--no-skip-worktree", skip), ("--no-assume-unchanged", assume)):
-            if paths:
-                # One flag per call: update-index applies only the last one to --stdin paths.
-                _run = self._run_in_worktree
-                _run(
-                    repo, worktree, ["update-index", flag, "-z", "--stdin"], stdin="\0".join(paths)
-                )
 
     def new_branch_name(self, label: str = "wt") -> str:
         """A branch name unique across workers, runs and machines sharing the cache."""
@@ -941,7 +811,9 @@ class RepoStore:
                     git_error=damage.git_error,
                     hint=f"run once without --repo-offline to rebuild it, or delete {git_dir}",
                 )
-            self._drop_parked(repo)  # ours, idle: they must not keep the entry alive
+            for idle in self._parking.drain(repo.key):  # ours: they must not keep it alive
+                with contextlib.suppress(OSError, RepoClonesError):
+                    self._remove_for_real(idle)
             self._registry.prune_dead(self._lock(repo), git_dir)
             live = self._registry.users(git_dir)
             if live:
@@ -987,13 +859,6 @@ class RepoStore:
                 hint=f"once the remote is reachable, the next use rebuilds it; or delete {git_dir}",
             ) from exc
         rmtree(aside)
-
-    def _drop_parked(self, repo: RepoURL) -> None:
-        with self._mutex:
-            parked = self._parked.pop(repo.key, [])
-        for worktree in parked:
-            with contextlib.suppress(OSError, RepoClonesError):
-                self._remove_for_real(worktree)
 
     def _prepare_locked(self, repo: RepoURL, git_dir: Path) -> None:
         """First use in this process: clear what killed processes left behind."""

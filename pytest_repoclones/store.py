@@ -58,6 +58,7 @@ from ._remote import OFFLINE_HINT, REMOTE_HEAD, Remote
 from ._remote_failures import RemoteFailures
 from ._reuse import Parking
 from ._runner import GitRunner
+from ._standalone import init_borrowing, init_isolated
 from .errors import (
     CacheCorruptError,
     CacheWriteError,
@@ -494,29 +495,16 @@ class RepoStore:
         __tracebackhide__ = True  # its arguments may hold a secret
         git_dir = target / ".git"
         try:
-            for args in (
-                ["init", "--quiet", "--template=", f"--initial-branch={branch}", "--", str(target)],
-                # Fetching into the branch HEAD names needs --update-head-ok; no tags, no
-                # FETCH_HEAD, no reflog: nothing but the commit and its ancestors.
-                [
-                    "-c", "core.logAllRefUpdates=false", "-C", str(target), "fetch", "--quiet",
-                    "--no-tags", "--no-write-fetch-head", "--no-auto-maintenance",
-                    "--update-head-ok", "--", str(self._git_dir(repo)),
-                    f"+{sha}:refs/heads/{branch}",
-                ],
-            ):  # fmt: skip
-                result = self._git(args, key=repo.key)
-                if not result.ok:
-                    # The fetch's other end is the cache entry: its complaints are its damage.
-                    self._check_damage(repo, self._git_dir(repo), result.stderr, serving=True)
-                    raise WorktreeError(
-                        f"Could not build an isolated repository at {target}",
-                        url=repo.redacted,
-                        commit=sha,
-                        git_error=result.error_line,
-                    )
-            with open(git_dir / "config", "a", encoding="utf-8") as config:
-                config.write("[core]\n\tlogAllRefUpdates = false\n[gc]\n\tauto = 0\n")
+            failed = init_isolated(self._runner, self._git_dir(repo), target, branch, sha, repo.key)
+            if failed is not None:
+                # The fetch's other end is the cache entry: its complaints are its damage.
+                self._check_damage(repo, self._git_dir(repo), failed.stderr, serving=True)
+                raise WorktreeError(
+                    f"Could not build an isolated repository at {target}",
+                    url=repo.redacted,
+                    commit=sha,
+                    git_error=failed.error_line,
+                )
             worktree = Worktree(
                 path=target,
                 url=url,
@@ -557,20 +545,7 @@ class RepoStore:
             sha = self._resolve_object(repo, git_dir, parse_revision(start[: -len("^{commit}")]))
         dot_git = target / ".git"
         try:
-            for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags"):
-                (dot_git / sub).mkdir(parents=True)
-            (dot_git / "objects" / "info" / "alternates").write_text(
-                f"{os.path.realpath(git_dir / 'objects')}\n"
-            )
-            (dot_git / "config").write_text(
-                "[core]\n\trepositoryformatversion = 0\n\tbare = false\n"
-                "\tlogAllRefUpdates = false\n[gc]\n\tauto = 0\n"
-            )
-            (dot_git / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
-            (dot_git / "packed-refs").write_text(_shared_refs(git_dir))
-            branch_ref = dot_git / "refs" / "heads" / branch
-            branch_ref.parent.mkdir(parents=True, exist_ok=True)
-            branch_ref.write_text(f"{sha}\n")
+            init_borrowing(git_dir, target, branch, sha)
             worktree = Worktree(
                 path=target,
                 url=url,
@@ -1216,22 +1191,3 @@ def _context(repo: RepoURL | str, commit: object) -> Iterator[None]:
     except OSError as exc:
         asked = commit if isinstance(commit, str) else None
         raise CacheWriteError.from_os_error(exc, url=url, commit=asked) from None
-
-
-def _shared_refs(git_dir: Path) -> str:
-    """A packed-refs file with the cache's branches (refs/remotes/origin/*) and tags, read from
-    its files (no git process): what a worktree of the cache would show a test."""
-    refs: dict[str, str] = {}
-    packed = read_stripped(git_dir / "packed-refs") or ""
-    for line in packed.splitlines():
-        sha, _, name = line.partition(" ")
-        if name.startswith(("refs/remotes/origin/", "refs/tags/")):
-            refs[name] = sha
-    for top in ("refs/remotes/origin", "refs/tags"):
-        root = git_dir / top
-        for path in root.rglob("*") if root.is_dir() else []:
-            loose = read_stripped(path) if path.is_file() else None
-            if loose and len(loose) in (40, 64):  # loose refs win over packed ones, as in git
-                refs[path.relative_to(git_dir).as_posix()] = loose
-    # No "sorted"/"peeled" traits claimed: git then sorts and peels for itself.
-    return "".join(f"{sha} {name}\n" for name, sha in sorted(refs.items()))

@@ -30,12 +30,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from ._bare import init_bare_repository
+from ._entry import CacheEntries
 from ._files import (
     leave_directory,
     read_stripped,
     rmtree,
-    write_atomically,
 )
 from ._git import (
     DEFAULT_TIMEOUT,
@@ -44,31 +43,24 @@ from ._git import (
 from ._inputs import check_filter, check_seconds, sparse_arguments
 from ._layout import (
     MARKER,
-    REFRESH_MARKER,
     CacheLayout,
-    read_marker,
-    read_only_error,
-    upgrade_marker,
-    write_marker,
 )
 from ._lock import DEFAULT_LOCK_TIMEOUT, RepoLock
 from ._ownership import Owner
 from ._registry import BRANCH_PREFIX, WorktreeRegistry
-from ._remote import OFFLINE_HINT, REMOTE_HEAD, Remote
+from ._remote import OFFLINE_HINT, Remote
 from ._remote_failures import RemoteFailures
+from ._resolve import Resolver
 from ._reuse import Parking
 from ._runner import GitRunner
 from ._standalone import init_borrowing, init_isolated
 from .errors import (
-    CacheCorruptError,
     CacheWriteError,
     CommitNotFoundError,
     InvalidInputError,
-    RemoteError,
     RepoClonesError,
     WorktreeError,
 )
-from .health import damaged_object_line, find_problem, names_damaged_file, tips_without_trees
 from .revisions import Revision, check_branch_name, parse_revision
 from .settings import Settings
 from .stats import RepoStats
@@ -83,30 +75,6 @@ __all__ = ["RepoStore"]
 log = logging.getLogger("pytest_repoclones")
 
 _T = TypeVar("_T")
-
-#: Sessions remembered in REFRESH_MARKER: concurrent runs each find their own id there.
-REFRESH_MEMORY = 32
-NAMED_PREFIX = "refs/repoclones/named/"
-
-#: Times an operation is retried after its cache entry was removed under it (gc in a loop).
-ENTRY_RETRIES = 3
-# A fetch's connectivity check found objects missing: the remote sent too little, or (what we
-# check with fsck) the cache lost an object the remote assumed we have.
-_INCOMPLETE_FETCH = "did not send all necessary objects"
-_DAMAGED = "git cannot read some of its objects"
-
-
-class _DamagedEntry(CacheCorruptError):
-    """git tripped over a missing or damaged object of a cache entry.
-
-    ``add_worktree`` and ``resolve`` catch it, rebuild the entry once and retry; raised again
-    after that, it reaches the caller as the CacheCorruptError it is.
-    """
-
-    git_dir: Path | None = None
-    #: The entry's completion marker when the damage was seen: another one means the entry was
-    #: rebuilt meanwhile (by another process that saw the same damage).
-    marker: str | None = None
 
 
 class RepoStore:
@@ -153,15 +121,10 @@ class RepoStore:
             parse_url(url, self.protocols).key: check_filter(spec)
             for url, spec in (clone_filters or {}).items()
         }
-        self._partial: dict[str, bool] = {}
         #: This process's claim on its worktree registrations (see _ownership.py).
         self._owner = Owner(self.cache_dir)
         self._mutex = threading.Lock()
         self._locks: dict[str, RepoLock] = {}
-        self._prepared: set[str] = set()
-        #: Inode of each prepared entry's marker: a new one means the entry was replaced.
-        self._entry_ids: dict[str, int] = {}
-        self._refreshed: set[str] = set()
         self.layout = CacheLayout(self.cache_dir)
         #: Remotes that did not answer in this session fail at once afterwards.
         self.remote_failures = RemoteFailures()
@@ -169,13 +132,28 @@ class RepoStore:
         self.stats: dict[str, RepoStats] = {}
         self._runner = GitRunner(self.protocols, self.timeout, self.stats, self._mutex)
         self._registry = WorktreeRegistry(self.cache_dir, self._runner, self._owner)
+        self._entries = CacheEntries(
+            self.layout,
+            self._runner,
+            self._registry,
+            session_id=self.session_id,
+            offline=self.offline,
+            clone_filter=self.clone_filter,
+            clone_filters=self._clone_filters,
+            lock=self._lock,
+            remote=self._remote,
+            stats=self._stats,
+            drop_parked=self._drop_parked,
+            mutex=self._mutex,
+        )
+        self._resolver = Resolver(self._entries, self._runner, self._lock)
         self._parking = Parking(
             owner=self._owner,
             registry=self._registry,
             lock=self._lock,
             run=self._run_in_worktree,
-            check_damage=self._check_damage,
-            resolve_object=self._resolve_object,
+            check_damage=self._entries.check_damage,
+            resolve_object=self._resolver.resolve_object,
             branch_commit=self._branch_commit,
             remove=self._remove_for_real,
         )
@@ -220,7 +198,7 @@ class RepoStore:
         __tracebackhide__ = True  # its arguments may hold a secret
         repo = self._parse_url(url)
         with _context(repo, None):
-            return self._ensure(repo)
+            return self._entries.ensure(repo)
 
     def resolve(self, url: str | os.PathLike[str], commit: str | None = None) -> str:
         """Full object name of the commit ``commit`` names, fetching only if needed."""
@@ -228,8 +206,10 @@ class RepoStore:
         repo = self._parse_url(url)
         with _context(repo, commit):
             revision = parse_revision(commit)
-            return self._rebuilding_once(
-                repo, commit, lambda: self._resolve(repo, self._ensure(repo), revision)
+            return self._entries.rebuilding_once(
+                repo,
+                commit,
+                lambda: self._resolver.resolve(repo, self._entries.ensure(repo), revision),
             )
 
     def add_worktree(
@@ -253,47 +233,11 @@ class RepoStore:
         __tracebackhide__ = True  # its arguments may hold a secret
         repo = self._parse_url(url)
         with _context(repo, commit):
-            return self._rebuilding_once(
+            return self._entries.rebuilding_once(
                 repo,
                 commit,
                 lambda: self._add_worktree(repo, url, commit, path, branch, sparse, isolate),
             )
-
-    def _rebuilding_once(self, repo: RepoURL, commit: object, operation: Callable[[], _T]) -> _T:
-        """Run ``operation``; if git found objects of the entry missing or damaged, rebuild the
-        entry and run it once more (a second failure is raised as it is: never a loop).
-
-        An entry removed (or replaced) under us by `pytest-repoclones gc/clear` makes git fail
-        in ways that look like the remote's or the commit's fault ("no such branch", a missing
-        directory): whatever failed, if the entry we prepared is gone, clone it again and retry.
-        """
-        for attempt in range(ENTRY_RETRIES + 1):
-            try:
-                try:
-                    return operation()
-                except _DamagedEntry as damage:
-                    self._rebuild_damaged(repo, commit, damage)
-                return operation()
-            except (RepoClonesError, OSError):
-                if attempt == ENTRY_RETRIES or not self._entry_replaced(repo):
-                    raise
-                log.info("repoclones: cache entry of %s removed meanwhile; again", repo.redacted)
-                with self._mutex:
-                    self._prepared.discard(repo.key)
-                    self._refreshed.discard(repo.key)
-                    self._partial.pop(repo.key, None)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _entry_replaced(self, repo: RepoURL) -> bool:
-        """Whether the entry this process prepared was removed or replaced since."""
-        known = self._entry_ids.get(repo.key)
-        if known is None:
-            return False  # never had one: a first clone that failed removed nothing
-        try:
-            now = (self._git_dir(repo) / MARKER).stat().st_ino
-        except OSError:
-            return True
-        return known != now
 
     def _add_worktree(
         self,
@@ -313,16 +257,16 @@ class RepoStore:
         branch = check_branch_name(branch if branch is not None else self.new_branch_name())
         network_before = self._network_ops(repo)
         self._stats(repo)  # time spent cloning counts too
-        git_dir = self._ensure(repo)
+        git_dir = self._entries.ensure(repo)
         if revision.kind == "full":
             # Hot path: let git itself find the commit, fetch only if that fails.
             assert revision.text is not None
             start = f"{revision.text}^{{commit}}"
         else:
-            start = self._resolve(repo, git_dir, revision)
+            start = self._resolver.resolve(repo, git_dir, revision)
         worktree = None
         if isolate:
-            if self._is_partial(repo):
+            if self._entries.is_partial(repo):
                 # Its blobs are fetched lazily from the remote; git's local transport cannot
                 # copy what the cache does not hold.
                 raise InvalidInputError(
@@ -332,7 +276,7 @@ class RepoStore:
                     hint="drop --repo-clone-filter for it (repo_clone_filters per URL)",
                 )
             if revision.kind == "full":
-                start = self._resolve_object(repo, git_dir, revision)
+                start = self._resolver.resolve_object(repo, git_dir, revision)
             worktree = self._isolated_worktree(repo, start, target, branch, sparse_args, str(url))
         elif self.reuse and sparse_args is None and not self.read_only:
             worktree = self._parking.take(repo, revision, start, target, branch, str(url))
@@ -346,7 +290,7 @@ class RepoStore:
         stats.worktrees += 1
         if self._network_ops(repo) == network_before:
             stats.cache_hits += 1
-        self._touch(git_dir)
+        self._entries.touch(git_dir)
         return worktree
 
     def _new_worktree(
@@ -367,9 +311,8 @@ class RepoStore:
             if not (git_dir / MARKER).is_file():
                 # Removed meanwhile by `pytest-repoclones gc/clear`: clone it again (the
                 # lock is reentrant).
-                with self._mutex:
-                    self._prepared.discard(repo.key)
-                git_dir = self._ensure(repo)
+                self._entries.forget(repo.key)
+                git_dir = self._entries.ensure(repo)
             result = self._registry.create_branch(lock, git_dir, branch, start)
             exists = "already exists" in result.stderr
             if not result.ok and auto_branch and exists:
@@ -377,10 +320,10 @@ class RepoStore:
                 result = self._registry.create_branch(lock, git_dir, branch, start)
             elif not result.ok and revision.kind == "full" and not exists:
                 # Not in the cache (or not a commit): fetch under the lock we hold, then retry.
-                start = self._resolve_object(repo, git_dir, revision)
+                start = self._resolver.resolve_object(repo, git_dir, revision)
                 result = self._registry.create_branch(lock, git_dir, branch, start)
             if not result.ok:
-                self._check_damage(repo, git_dir, result.stderr)
+                self._entries.check_damage(repo, git_dir, result.stderr)
                 raise WorktreeError(
                     f"Could not create a worktree at {target}",
                     url=repo.redacted,
@@ -498,7 +441,7 @@ class RepoStore:
             failed = init_isolated(self._runner, self._git_dir(repo), target, branch, sha, repo.key)
             if failed is not None:
                 # The fetch's other end is the cache entry: its complaints are its damage.
-                self._check_damage(repo, self._git_dir(repo), failed.stderr, serving=True)
+                self._entries.check_damage(repo, self._git_dir(repo), failed.stderr, serving=True)
                 raise WorktreeError(
                     f"Could not build an isolated repository at {target}",
                     url=repo.redacted,
@@ -542,7 +485,9 @@ class RepoStore:
         # A full name asked for is not checked yet (the hot path lets git do it): do it here.
         sha = start
         if start.endswith("^{commit}"):
-            sha = self._resolve_object(repo, git_dir, parse_revision(start[: -len("^{commit}")]))
+            sha = self._resolver.resolve_object(
+                repo, git_dir, parse_revision(start[: -len("^{commit}")])
+            )
         dot_git = target / ".git"
         try:
             init_borrowing(git_dir, target, branch, sha)
@@ -630,433 +575,17 @@ class RepoStore:
         a shared directory of another user): then it is served as it is, nothing written."""
         return self.layout.read_only
 
-    def _read_only_error(self, repo: RepoURL, what: str, commit: str | None) -> CacheWriteError:
-        return read_only_error(self.cache_dir, repo.redacted, what, commit)
-
-    def _ensure(self, repo: RepoURL) -> Path:
-        """The git dir of a complete clone of ``repo``; clone it first if needed."""
-        git_dir = self._git_dir(repo)
-        if repo.key in self._prepared and (git_dir / MARKER).is_file():
-            return git_dir
-        if self.read_only:
-            if read_marker(git_dir) is None:  # also refuses an entry of a newer format
-                raise self._read_only_error(repo, "does not hold this repository", None)
-            with self._mutex:
-                self._prepared.add(repo.key)
-            return git_dir
-        with self._lock(repo).hold(f"clone {repo.redacted}"):
-            first_use = repo.key not in self._prepared
-            if first_use and (git_dir / MARKER).is_file():
-                self._check_health_locked(repo, git_dir)
-            if not (git_dir / MARKER).is_file():
-                self._clone_locked(repo, git_dir)
-            elif first_use:
-                # A clone we just made has nothing left by dead processes to clear.
-                self._prepare_locked(repo, git_dir)
-            with contextlib.suppress(OSError):
-                self._entry_ids[repo.key] = (git_dir / MARKER).stat().st_ino
-        with self._mutex:
-            self._prepared.add(repo.key)
-        return git_dir
-
-    def _clone_locked(self, repo: RepoURL, git_dir: Path) -> None:
-        self._lock(repo).assert_held()
-        if git_dir.exists():
-            # No completion marker: left by a process killed mid-publish, or damaged.
-            log.warning("repoclones: replacing incomplete cache entry %s", git_dir)
-            self.layout.discard(git_dir)
-        self.layout.remove_stale_builds(repo.key)
-        if self.offline:
-            raise RemoteError(
-                "Repository is not in the cache, and --repo-offline forbids cloning it",
-                url=repo.redacted,
-                hint=OFFLINE_HINT,
-            )
-        tmp = self.layout.build_dir(repo.key)
-        try:
-            # The cache directory may have been removed while this session ran: make it again.
-            self.layout.ensure_for_clone()
-            clone_filter = self._clone_filters.get(repo.key, self.clone_filter)
-            init_bare_repository(tmp, promisor_url=repo.fetch_url, clone_filter=clone_filter)
-            self._fetch_upstream(repo, tmp, problem="Could not clone", clone_filter=clone_filter)
-            # fetch writes new refs loose: a file check spares a git process on the cold path.
-            if not (tmp / REMOTE_HEAD).is_file():
-                self._check_has_commits(repo, tmp)
-            write_marker(tmp, url=repo.redacted, canonical=repo.canonical, filter=clone_filter)
-            self._mark_refreshed(tmp)
-            # The rename is the publication: readers see a complete clone or none at all.
-            os.rename(tmp, git_dir)
-            self._partial[repo.key] = clone_filter is not None
-            self._stats(repo).clones += 1
-        except BaseException:
-            rmtree(tmp)
-            raise
-        self._refreshed.add(repo.key)
-
-    def _check_has_commits(self, repo: RepoURL, git_dir: Path) -> None:
-        refs = self._git(["for-each-ref", "--count=1", "--format=%(refname)"], git_dir=git_dir)
-        if not refs.stdout.strip():
-            raise RemoteError("Repository has no commits (no branches or tags)", url=repo.redacted)
-
-    def _check_health_locked(self, repo: RepoURL, git_dir: Path) -> None:
-        """Rebuild a damaged entry, unless live worktrees still use it: then say what to delete."""
-        self._lock(repo).assert_held()
-        problem = find_problem(git_dir, lambda: tips_without_trees(git_dir, self._runner))
-        if problem is None:
-            return
-        self._registry.prune_dead(self._lock(repo), git_dir)
-        if self._registry.users(git_dir):
-            raise CacheCorruptError(
-                f"Cache entry {git_dir} is damaged ({problem}) and worktrees of live processes "
-                "still use it",
-                url=repo.redacted,
-                hint=f"stop those processes, then delete {git_dir}",
-            )
-        log.warning("repoclones: rebuilding damaged cache entry %s: %s", git_dir, problem)
-        self.layout.discard(git_dir)
-
     # -- objects found missing or damaged mid-operation ------------------------------------
-
-    def _check_damage(
-        self, repo: RepoURL, git_dir: Path, stderr: str, *, serving: bool = False
-    ) -> None:
-        """Raise _DamagedEntry if git said an object of the published entry is missing or
-        damaged (only ever called once git failed, or printed an error: no extra process)."""
-        if git_dir != self._git_dir(repo) or self._is_partial(repo):
-            # A clone being built is no cache entry yet; a partial clone fetches what it
-            # lacks from the remote, so a failure there is the remote's.
-            return
-        line = damaged_object_line(stderr, serving=serving)
-        if line is not None:
-            raise self._damaged(repo, git_dir, line)
-
-    def _check_fetch_damage(self, repo: RepoURL, git_dir: Path, result: GitResult) -> None:
-        """After a failed fetch into the entry: was it the entry's own damage?
-
-        A fetch's connectivity check says "Could not read X", "bad object X", "did not send
-        all necessary objects" both when the entry lost an object the remote assumed we have
-        (we advertised a descendant of it) and when a broken remote sent too little. Only the
-        first leaves a ref's history incomplete, which ``fsck --connectivity-only`` tells
-        (slow on a big repository, but this is a failure path).
-        """
-        if git_dir != self._git_dir(repo) or self._is_partial(repo):
-            return
-        line = damaged_object_line(result.stderr)
-        if line is None and _INCOMPLETE_FETCH not in result.stderr:
-            return
-        if line is None or not names_damaged_file(line):
-            fsck = self._git(
-                ["fsck", "--connectivity-only", "--no-dangling", "--no-progress"],
-                git_dir=git_dir,
-            )
-            if fsck.ok:
-                return  # the entry is whole: the remote's fault
-            missing = [
-                text
-                for text in (fsck.stdout + "\n" + fsck.stderr).splitlines()
-                if text.startswith("missing ")
-            ]
-            line = f"fsck: {missing[0]}" if missing else (line or fsck.error_line)
-        raise self._damaged(repo, git_dir, line)
-
-    def _damaged(self, repo: RepoURL, git_dir: Path, line: str) -> _DamagedEntry:
-        damage = _DamagedEntry(
-            f"Cache entry {git_dir} is damaged: {_DAMAGED}",
-            url=repo.redacted,
-            git_error=repo.scrub(line),
-            hint=f"delete {git_dir}, or run `pytest-repoclones verify --full {repo.redacted}`",
-        )
-        damage.git_dir = git_dir
-        damage.marker = read_stripped(git_dir / MARKER)
-        return damage
-
-    def _rebuild_damaged(self, repo: RepoURL, commit: object, damage: _DamagedEntry) -> None:
-        """Clone the damaged entry again, unless live worktrees use it (or we are offline)."""
-        git_dir = damage.git_dir or self._git_dir(repo)
-        asked = commit if isinstance(commit, str) else None
-        with self._lock(repo).hold(f"rebuild {repo.redacted}"):
-            if read_stripped(git_dir / MARKER) != damage.marker:
-                return  # rebuilt (or removed) by another process meanwhile: just retry
-            if self.offline:
-                raise CacheCorruptError(
-                    f"Cache entry {git_dir} is damaged ({_DAMAGED}), and --repo-offline "
-                    "forbids cloning it again",
-                    url=repo.redacted,
-                    commit=asked,
-                    git_error=damage.git_error,
-                    hint=f"run once without --repo-offline to rebuild it, or delete {git_dir}",
-                )
-            for idle in self._parking.drain(repo.key):  # ours: they must not keep it alive
-                with contextlib.suppress(OSError, RepoClonesError):
-                    self._remove_for_real(idle)
-            self._registry.prune_dead(self._lock(repo), git_dir)
-            live = self._registry.users(git_dir)
-            if live:
-                raise CacheCorruptError(
-                    f"Cache entry {git_dir} is damaged ({_DAMAGED}) and {len(live)} "
-                    f"worktree(s) of live processes still use it, e.g. {live[0]}",
-                    url=repo.redacted,
-                    commit=asked,
-                    git_error=damage.git_error,
-                    hint=f"stop those processes, then delete {git_dir}, or run "
-                    f"`pytest-repoclones verify --full {repo.redacted}`",
-                )
-            self._replace_entry_locked(repo, git_dir, asked, damage)
-        log.warning(
-            "repoclones: rebuilt cache entry %s of %s: %s (git: %s)",
-            git_dir,
-            repo.redacted,
-            _DAMAGED,
-            damage.git_error,
-        )
-
-    def _replace_entry_locked(
-        self, repo: RepoURL, git_dir: Path, asked: str | None, damage: _DamagedEntry
-    ) -> None:
-        """Clone afresh; if that fails, put the old entry back (it still serves most commits)."""
-        self._lock(repo).assert_held()
-        aside = self.layout.trash_path()
-        os.rename(git_dir, aside)
-        try:
-            self._clone_locked(repo, git_dir)
-        except BaseException as exc:
-            if not git_dir.exists():
-                with contextlib.suppress(OSError):
-                    os.rename(aside, git_dir)
-            if not isinstance(exc, RepoClonesError):
-                raise
-            raise CacheCorruptError(
-                f"Cache entry {git_dir} is damaged ({_DAMAGED}), and cloning it again failed: "
-                f"{exc.problem}",
-                url=repo.redacted,
-                commit=asked,
-                git_error=exc.git_error or damage.git_error,
-                hint=f"once the remote is reachable, the next use rebuilds it; or delete {git_dir}",
-            ) from exc
-        rmtree(aside)
-
-    def _prepare_locked(self, repo: RepoURL, git_dir: Path) -> None:
-        """First use in this process: clear what killed processes left behind."""
-        self._lock(repo).assert_held()
-        self._check_format(git_dir)
-        self.layout.remove_stale_builds(repo.key)
-        self._registry.prepare(self._lock(repo), git_dir)
-
-    def _check_format(self, git_dir: Path) -> None:
-        """Refuse an entry of a newer layout; bring an older one's marker up to date."""
-        data = read_marker(git_dir)
-        if data is not None:
-            upgrade_marker(git_dir, data)
 
     # -- resolving commits -----------------------------------------------------------------
 
-    def _resolve(self, repo: RepoURL, git_dir: Path, revision: Revision) -> str:
-        if revision.kind == "full":
-            return self._resolve_object(repo, git_dir, revision)
-        if revision.kind == "abbrev":
-            return self._resolve_abbrev(repo, git_dir, revision)
-        return self._resolve_name(repo, git_dir, revision)
-
-    def _resolve_object(self, repo: RepoURL, git_dir: Path, revision: Revision) -> str:
-        expr = f"{revision.text}^{{commit}}"
-        found = self._lookup(git_dir, [expr], repo=repo)[0]
-        if found is None:
-            with self._lock(repo).hold(f"fetch {revision.text}"):
-                # Another process may have fetched it.
-                found = self._lookup(git_dir, [expr], repo=repo)[0]
-                if found is None:
-                    self._fetch_commit_locked(repo, git_dir, revision)
-                    found = self._lookup(git_dir, [expr], repo=repo)[0]
-        if found is None:
-            raise CommitNotFoundError(
-                "Object exists but is not a commit", url=repo.redacted, commit=revision.text
-            )
-        return found
-
-    def _resolve_abbrev(self, repo: RepoURL, git_dir: Path, revision: Revision) -> str:
-        expr = f"{revision.text}^{{commit}}"
-        found = self._lookup(git_dir, [expr], abbrev=revision, repo=repo)[0]
-        if found is None:
-            self._refresh(repo, git_dir)
-            found = self._lookup(git_dir, [expr], abbrev=revision, repo=repo)[0]
-        if found is None:
-            # A branch or tag whose name happens to look like hex.
-            found = self._lookup_name(repo, git_dir, revision)
-        if found is None:
-            raise CommitNotFoundError(
-                "No commit matches this abbreviated object name",
-                url=repo.redacted,
-                commit=revision.text,
-                hint=OFFLINE_HINT
-                if self.offline
-                else "abbreviations are resolved against the cache after fetching all branches "
-                "and tags; give the full object name to fetch a commit outside them",
-            )
-        return found
-
-    def _resolve_name(self, repo: RepoURL, git_dir: Path, revision: Revision) -> str:
-        named = revision.text is not None and revision.text.startswith("refs/")
-        if named and not revision.text.startswith(("refs/heads/", "refs/tags/")):  # type: ignore[union-attr]
-            self._refresh_named_ref(repo, git_dir, revision)
-        else:
-            self._refresh(repo, git_dir)
-        found = self._lookup_name(repo, git_dir, revision)
-        if found is None:
-            what = "default branch (remote HEAD)" if revision.kind == "default" else "branch or tag"
-            raise CommitNotFoundError(
-                f"No such {what} upstream",
-                url=repo.redacted,
-                commit=revision.text,
-                hint=OFFLINE_HINT
-                if self.offline
-                else "the remote's HEAD names a branch it does not have; pass a branch name"
-                if revision.kind == "default"
-                else "branches and tags were fetched from the remote in this session",
-            )
-        return found
-
-    def _lookup_name(self, repo: RepoURL, git_dir: Path, revision: Revision) -> str | None:
-        name = revision.text
-        if name is None:
-            # The second: where caches made before 0.2 kept it (offline, never refreshed).
-            candidates = [REMOTE_HEAD, "refs/remotes/origin/HEAD"]
-        elif name.startswith("refs/heads/"):
-            candidates = ["refs/remotes/origin/" + name[len("refs/heads/") :]]
-        elif name.startswith("refs/tags/"):
-            candidates = [name]
-        elif name.startswith("refs/"):
-            candidates = [NAMED_PREFIX + name[len("refs/") :]]
-        else:
-            # git's own order for an ambiguous short name: tags before branches.
-            candidates = [f"refs/tags/{name}", f"refs/remotes/origin/{name}"]
-        exprs = [f"{ref}^{{commit}}" for ref in candidates]
-        for found in self._lookup(git_dir, exprs, repo=repo):
-            if found is not None:
-                return found
-        return None
-
-    def _lookup(
-        self,
-        git_dir: Path,
-        exprs: list[str],
-        abbrev: Revision | None = None,
-        kind: str = "commit",
-        repo: RepoURL | None = None,
-    ) -> list[str | None]:
-        """Object names for revision expressions, None where missing; one git process.
-
-        With ``repo``, a damaged object (cat-file dies on it) raises _DamagedEntry; without,
-        it counts as missing (what the health check wants).
-        """
-        result = self._git_input(
-            ["cat-file", "--batch-check=%(objectname) %(objecttype)"],
-            "".join(f"{expr}\n" for expr in exprs),
-            git_dir=git_dir,
-        )
-        if not result.ok and repo is not None:
-            self._check_damage(repo, git_dir, result.stderr)
-        found: list[str | None] = []
-        for line in result.stdout.splitlines():
-            if line.endswith(" ambiguous") and abbrev is not None:
-                raise InvalidInputError(
-                    "Abbreviated object name is ambiguous; give more hex digits",
-                    commit=abbrev.text,
-                )
-            name, _, object_type = line.partition(" ")
-            found.append(name if object_type == kind else None)
-        found.extend([None] * (len(exprs) - len(found)))
-        return found
-
     # -- talking to the remote -------------------------------------------------------------
 
-    def _refresh(self, repo: RepoURL, git_dir: Path) -> None:
-        """Fetch branches and tags, at most once per repository per session."""
-        if repo.key in self._refreshed or self.offline or self.read_only:
-            return  # offline, read-only: branches and tags are what the cache last saw
-        if not self._refreshed_by_session(git_dir):
-            with self._lock(repo).hold(f"fetch branches and tags of {repo.redacted}"):
-                # Re-check under the lock: another worker of this session may have done it.
-                if not self._refreshed_by_session(git_dir):
-                    self._fetch_upstream(repo, git_dir, problem="Could not fetch branches and tags")
-                    self._mark_refreshed(git_dir)
-        with self._mutex:
-            self._refreshed.add(repo.key)
-
-    def _refreshed_by_session(self, git_dir: Path) -> bool:
-        return self.session_id in (read_stripped(git_dir / REFRESH_MARKER) or "").split()
-
-    def _mark_refreshed(self, git_dir: Path) -> None:
-        """Record this session (caller holds the lock, or owns the unpublished clone).
-
-        A list, not one id: with one, concurrent runs overwrote each other's id and each
-        refreshed again on its next worker.
-        """
-        marker = git_dir / REFRESH_MARKER
-        others = [s for s in (read_stripped(marker) or "").split() if s != self.session_id]
-        write_atomically(marker, "\n".join([*others[-(REFRESH_MEMORY - 1) :], self.session_id]))
-
-    def _refresh_named_ref(self, repo: RepoURL, git_dir: Path, revision: Revision) -> None:
-        assert revision.text is not None
-        local = NAMED_PREFIX + revision.text[len("refs/") :]
-        if self.offline or self.read_only:
-            return
-        with self._lock(repo).hold(f"fetch {revision.text}"):
-            result = self._remote(repo).fetch(git_dir, [f"+{revision.text}:{local}"])
-            if not result.ok:
-                self._check_fetch_damage(repo, git_dir, result)
-        if not result.ok:
-            raise self._remote(repo).fetch_error(revision.text, result, "Could not fetch ref")
-
-    def _fetch_upstream(
-        self, repo: RepoURL, git_dir: Path, *, problem: str, clone_filter: str | None = None
-    ) -> None:
-        result = self._remote(repo).fetch_upstream(git_dir, clone_filter=clone_filter)
-        if not result.ok:
-            self._check_fetch_damage(repo, git_dir, result)
-            raise RemoteError(problem, url=repo.redacted, git_error=repo.scrub(result.error_line))
-
-    def _fetch_commit_locked(self, repo: RepoURL, git_dir: Path, revision: Revision) -> None:
-        """Fetch one object by full name (caller holds the lock); pin it under refs/repoclones."""
-        self._lock(repo).assert_held()
-        sha = revision.text
-        assert sha is not None
-        result = self._remote(repo).fetch_commit(git_dir, sha)
-        if result.ok:
-            return
-        self._check_fetch_damage(repo, git_dir, result)
-        if not Remote.not_found(result):
-            raise self._remote(repo).fetch_error(sha, result, "Could not fetch commit")
-        # Servers without fetch-by-name (protocol v0, some mirrors): try the advertised refs.
-        if repo.key not in self._refreshed:
-            self._fetch_upstream(repo, git_dir, problem="Could not fetch branches and tags")
-            self._mark_refreshed(git_dir)
-            with self._mutex:
-                self._refreshed.add(repo.key)
-        if not self._exists(git_dir, sha):
-            raise CommitNotFoundError(
-                "Commit not found in the cache nor upstream",
-                url=repo.redacted,
-                commit=sha,
-                git_error=repo.scrub(result.error_line),
-                hint="tried: the cache, fetching it by object name, fetching all branches and tags",
-            )
-
-    def _exists(self, git_dir: Path, sha: str) -> bool:
-        return self._git(["cat-file", "-e", sha], git_dir=git_dir).ok
-
-    def _touch(self, git_dir: Path) -> None:
-        """Record the last use (the marker's mtime) for `pytest-repoclones gc`: one utime."""
-        with contextlib.suppress(OSError):
-            os.utime(git_dir / MARKER)
-
-    def _is_partial(self, repo: RepoURL) -> bool:
-        """Whether the cached clone was made with a filter (then it fetches via 'origin')."""
-        partial = self._partial.get(repo.key)
-        if partial is None:
-            metadata = read_marker(self._git_dir(repo)) or {}
-            partial = bool(metadata.get("filter"))
-            self._partial[repo.key] = partial
-        return partial
+    def _drop_parked(self, key: str) -> None:
+        """Remove this store's parked worktrees of an entry (they must not keep it alive)."""
+        for idle in self._parking.drain(key):
+            with contextlib.suppress(OSError, RepoClonesError):
+                self._remove_for_real(idle)
 
     def _remote(self, repo: RepoURL) -> Remote:
         """The upstream as ``repo`` spells it: made per call, since URLs that share an entry
@@ -1069,7 +598,7 @@ class RepoStore:
             read_only=lambda: self.read_only,
             failures=self.remote_failures,
             stats=lambda: self._stats(repo),
-            partial=lambda: self._is_partial(repo),
+            partial=lambda: self._entries.is_partial(repo),
             progress=self._progress,
         )
 
@@ -1123,7 +652,7 @@ class RepoStore:
         # or, offline, a promisor that fails at once instead of reaching the network.
         pre_args: list[str] = []
         extra_env: dict[str, str] = {}
-        if self._is_partial(repo) and not worktree.isolated:
+        if self._entries.is_partial(repo) and not worktree.isolated:
             if self.offline:
                 # No transport at all: a lazy fetch of a missing blob fails at once.
                 extra_env = {"GIT_ALLOW_PROTOCOL": "none"}
@@ -1141,7 +670,7 @@ class RepoStore:
         if check and not result.ok:
             if not worktree.isolated:
                 # The checkout reads the cache's objects: the one place deep history is read.
-                self._check_damage(repo, worktree.git_dir, result.stderr)
+                self._entries.check_damage(repo, worktree.git_dir, result.stderr)
             if extra_env.get("GIT_ALLOW_PROTOCOL") == "none" and "not allowed" in result.stderr:
                 raise CommitNotFoundError(
                     "Files of this commit are not in the cache (a partial clone fetches them "

@@ -7,9 +7,10 @@
     python bench/run.py --scenarios warm,cold --reps 20 --append bench/results-DATE.md
     python bench/run.py --plugin-rev HEAD       # the plugin as committed, not the working tree
 
-Scenarios (bench/README.md): warm, cold, naive, parallel, disk, floor. The scenarios live in
-scenarios.py; this launcher only swaps in a committed revision of the plugin when asked, before
-anything imports it (others may be editing the working tree while a run takes minutes).
+Scenarios (bench/README.md): warm, cold, naive, parallel, disk, floor. The command lives in
+cli.py and the scenarios in scenarios/; this launcher only swaps in a committed revision of the
+plugin when asked, before anything imports it (others may be editing the working tree while a
+run takes minutes).
 """
 
 from __future__ import annotations
@@ -61,9 +62,9 @@ def main() -> int:
         paths = [str(path), *filter(None, [os.environ.get("PYTHONPATH")])]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths), **{SNAPSHOT_ENV: label})
         os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv], env)
-    import scenarios
+    import cli
 
-    return scenarios.main(argv)
+    return cli.main(argv)
 
 
 if __name__ == "__main__":

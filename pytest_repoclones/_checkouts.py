@@ -1,0 +1,402 @@
+"""Checkouts: a test's worktree made from a cache entry (registered in it, or a repository of
+its own), checked out, and removed again; the one place that builds a :class:`Worktree`.
+
+The metadata steps (the branch, the registration) run under the entry's lock and take
+milliseconds; the checkout itself, the slow part, runs outside it, and so does deleting the
+files at removal.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ._entry import CacheEntries
+from ._files import leave_directory, read_stripped, rmtree
+from ._git import GitResult
+from ._inputs import sparse_arguments
+from ._layout import MARKER, CacheLayout, key_of
+from ._lock import RepoLock
+from ._ownership import Owner
+from ._registry import WorktreeRegistry
+from ._remote import OFFLINE_HINT, Remote
+from ._resolve import Resolver
+from ._reuse import Parking
+from ._runner import GitRunner
+from ._standalone import init_borrowing, init_isolated
+from .errors import CommitNotFoundError, InvalidInputError, WorktreeError
+from .revisions import Revision, check_branch_name, parse_revision
+from .stats import RepoStats
+from .urls import RepoURL, redact
+from .worktree import Worktree
+
+__all__ = ["Checkouts"]
+
+
+class Checkouts:
+    """Makes and removes the worktrees of one store."""
+
+    def __init__(
+        self,
+        layout: CacheLayout,
+        runner: GitRunner,
+        registry: WorktreeRegistry,
+        entries: CacheEntries,
+        resolver: Resolver,
+        owner: Owner,
+        *,
+        lock_by_key: Callable[[str, str], RepoLock],
+        remote: Callable[[RepoURL], Remote],
+        stats: Callable[[RepoURL], RepoStats],
+        new_branch_name: Callable[[], str],
+        offline: bool,
+        reuse: bool,
+    ) -> None:
+        self.layout = layout
+        self.cache_dir = layout.cache_dir
+        self._runner = runner
+        self._registry = registry
+        self._entries = entries
+        self._resolver = resolver
+        self._lock_by_key = lock_by_key
+        self._remote = remote
+        self._stats = stats
+        self._new_branch_name = new_branch_name
+        self.offline = offline
+        self.reuse = reuse
+        self.parking = Parking(
+            owner=owner,
+            registry=registry,
+            lock=self._lock,
+            run=self.run_in_worktree,
+            check_damage=entries.check_damage,
+            resolve_object=resolver.resolve_object,
+            branch_commit=self.branch_commit,
+            remove=self.remove,
+        )
+
+    @property
+    def read_only(self) -> bool:
+        return self.layout.read_only
+
+    def _lock(self, repo: RepoURL) -> RepoLock:
+        return self._lock_by_key(repo.key, repo.redacted)
+
+    def _network_ops(self, repo: RepoURL) -> int:
+        stats = self._stats(repo)
+        return stats.clones + stats.fetches
+
+    def add(
+        self,
+        repo: RepoURL,
+        url: str | os.PathLike[str],
+        commit: str | None,
+        path: str | os.PathLike[str],
+        branch: str | None,
+        sparse: Sequence[str] | None,
+        isolate: bool,
+    ) -> Worktree:
+        __tracebackhide__ = True  # its arguments may hold a secret
+        revision = parse_revision(commit)
+        target = self._check_new_worktree_path(path, repo, commit)
+        sparse_args = sparse_arguments(sparse)
+        auto_branch = branch is None
+        branch = check_branch_name(branch if branch is not None else self._new_branch_name())
+        network_before = self._network_ops(repo)
+        self._stats(repo)  # time spent cloning counts too
+        git_dir = self._entries.ensure(repo)
+        if revision.kind == "full":
+            # Hot path: let git itself find the commit, fetch only if that fails.
+            assert revision.text is not None
+            start = f"{revision.text}^{{commit}}"
+        else:
+            start = self._resolver.resolve(repo, git_dir, revision)
+        worktree = None
+        if isolate:
+            if self._entries.is_partial(repo):
+                # Its blobs are fetched lazily from the remote; git's local transport cannot
+                # copy what the cache does not hold.
+                raise InvalidInputError(
+                    "isolate=True needs a full clone; this repository was cloned with a filter",
+                    url=repo.redacted,
+                    commit=revision.text,
+                    hint="drop --repo-clone-filter for it (repo_clone_filters per URL)",
+                )
+            if revision.kind == "full":
+                start = self._resolver.resolve_object(repo, git_dir, revision)
+            worktree = self._isolated_worktree(repo, start, target, branch, sparse_args, str(url))
+        elif self.reuse and sparse_args is None and not self.read_only:
+            worktree = self.parking.take(repo, revision, start, target, branch, str(url))
+        if worktree is None and self.read_only:
+            worktree = self._borrowing_worktree(repo, start, target, branch, sparse_args, str(url))
+        if worktree is None:
+            worktree = self._new_worktree(
+                repo, revision, start, target, branch, auto_branch, sparse_args, str(url)
+            )
+        stats = self._stats(repo)
+        stats.worktrees += 1
+        if self._network_ops(repo) == network_before:
+            stats.cache_hits += 1
+        self._entries.touch(git_dir)
+        return worktree
+
+    def _new_worktree(
+        self,
+        repo: RepoURL,
+        revision: Revision,
+        start: str,
+        target: Path,
+        branch: str,
+        auto_branch: bool,
+        sparse_args: list[str] | None,
+        url: str,
+    ) -> Worktree:
+        __tracebackhide__ = True  # its arguments may hold a secret
+        git_dir = self.layout.git_dir(repo.key)
+        lock = self._lock(repo)
+        with lock.hold(f"worktree add {target}"):
+            if not (git_dir / MARKER).is_file():
+                # Removed meanwhile by `pytest-repoclones gc/clear`: clone it again (the
+                # lock is reentrant).
+                self._entries.forget(repo.key)
+                git_dir = self._entries.ensure(repo)
+            result = self._registry.create_branch(lock, git_dir, branch, start)
+            exists = "already exists" in result.stderr
+            if not result.ok and auto_branch and exists:
+                branch = self._new_branch_name()
+                result = self._registry.create_branch(lock, git_dir, branch, start)
+            elif not result.ok and revision.kind == "full" and not exists:
+                # Not in the cache (or not a commit): fetch under the lock we hold, then retry.
+                start = self._resolver.resolve_object(repo, git_dir, revision)
+                result = self._registry.create_branch(lock, git_dir, branch, start)
+            if not result.ok:
+                self._entries.check_damage(repo, git_dir, result.stderr)
+                raise WorktreeError(
+                    f"Could not create a worktree at {target}",
+                    url=repo.redacted,
+                    commit=revision.text,
+                    git_error=repo.scrub(result.error_line),
+                )
+            try:
+                admin_dir = self._registry.register(lock, git_dir, target, branch)
+            except BaseException:
+                self._registry.delete_branch(lock, git_dir, branch)
+                raise
+        worktree = Worktree(
+            path=target,
+            url=url,
+            commit=self.branch_commit(git_dir, branch),
+            branch=branch,
+            git_dir=git_dir,
+            admin_dir=admin_dir,
+            sparse=tuple(sparse_args) if sparse_args else None,
+        )
+        try:
+            if sparse_args is not None:
+                # Only writes the worktree's own config and pattern file: no lock needed
+                # (worktreeConfig is already enabled in the shared config at clone time).
+                self.run_in_worktree(repo, worktree, ["sparse-checkout", "set", *sparse_args])
+            # What `worktree add` runs internally, here outside the lock: the slow part.
+            self.run_in_worktree(
+                repo, worktree, ["reset", "--quiet", "--hard", "--no-recurse-submodules"]
+            )
+        except BaseException:
+            self.remove(worktree)
+            raise
+        return worktree
+
+    def remove(self, worktree: Worktree) -> None:
+        __tracebackhide__ = True  # its arguments may hold a secret
+        leave_directory(worktree.path)
+        # Deleting files is the slow part and needs no lock: the admin entry stays valid
+        # (a concurrent fetch still reads a consistent HEAD) until we remove it below.
+        rmtree(worktree.path)
+        if worktree.isolated or worktree.standalone:
+            return  # a repository of its own: nothing registered in the cache
+        lock = self._lock_by_key(key_of(worktree.git_dir), redact(worktree.url))
+        with lock.hold(f"worktree remove {worktree.path}"):
+            self._registry.unregister(lock, worktree.git_dir, worktree.admin_dir)
+            result = self._registry.delete_branch(lock, worktree.git_dir, worktree.branch)
+        if not result.ok and worktree.git_dir.exists():
+            raise WorktreeError(
+                f"Could not delete branch {worktree.branch}",
+                url=redact(worktree.url),
+                commit=worktree.commit,
+                git_error=result.error_line,
+            )
+
+    def _isolated_worktree(
+        self,
+        repo: RepoURL,
+        sha: str,
+        target: Path,
+        branch: str,
+        sparse_args: list[str] | None,
+        url: str,
+    ) -> Worktree:
+        """A new repository at ``target`` with only ``sha``'s history, fetched from the cache.
+
+        Not a worktree of the cache (that would share every ref and object): a fetch of the
+        one commit over git's local transport copies exactly its ancestors, nothing else.
+        """
+        __tracebackhide__ = True  # its arguments may hold a secret
+        git_dir = target / ".git"
+        try:
+            failed = init_isolated(
+                self._runner, self.layout.git_dir(repo.key), target, branch, sha, repo.key
+            )
+            if failed is not None:
+                # The fetch's other end is the cache entry: its complaints are its damage.
+                self._entries.check_damage(
+                    repo, self.layout.git_dir(repo.key), failed.stderr, serving=True
+                )
+                raise WorktreeError(
+                    f"Could not build an isolated repository at {target}",
+                    url=repo.redacted,
+                    commit=sha,
+                    git_error=failed.error_line,
+                )
+            worktree = Worktree(
+                path=target,
+                url=url,
+                commit=self.branch_commit(git_dir, branch),
+                branch=branch,
+                git_dir=git_dir,
+                admin_dir=git_dir,
+                sparse=tuple(sparse_args) if sparse_args else None,
+                isolated=True,
+            )
+            if sparse_args is not None:
+                self.run_in_worktree(repo, worktree, ["sparse-checkout", "set", *sparse_args])
+            self.run_in_worktree(repo, worktree, ["reset", "--quiet", "--hard"])
+            rmtree(git_dir / "logs")
+        except BaseException:
+            rmtree(target)
+            raise
+        return worktree
+
+    def _borrowing_worktree(
+        self,
+        repo: RepoURL,
+        start: str,
+        target: Path,
+        branch: str,
+        sparse_args: list[str] | None,
+        url: str,
+    ) -> Worktree:
+        """A checkout for a read-only cache: a repository of its own at ``target`` that borrows
+        the cache's objects (git alternates) and copies its branches and tags, so the test sees
+        what a worktree shows. Nothing is written into the cache: no registration, no branch.
+        """
+        __tracebackhide__ = True  # its arguments may hold a secret
+        git_dir = self.layout.git_dir(repo.key)
+        # A full name asked for is not checked yet (the hot path lets git do it): do it here.
+        sha = start
+        if start.endswith("^{commit}"):
+            sha = self._resolver.resolve_object(
+                repo, git_dir, parse_revision(start[: -len("^{commit}")])
+            )
+        dot_git = target / ".git"
+        try:
+            init_borrowing(git_dir, target, branch, sha)
+            worktree = Worktree(
+                path=target,
+                url=url,
+                commit=sha,
+                branch=branch,
+                git_dir=dot_git,
+                admin_dir=dot_git,
+                sparse=tuple(sparse_args) if sparse_args else None,
+                standalone=True,
+            )
+            if sparse_args is not None:
+                self.run_in_worktree(repo, worktree, ["sparse-checkout", "set", *sparse_args])
+            self.run_in_worktree(repo, worktree, ["reset", "--quiet", "--hard"])
+        except BaseException:
+            rmtree(dot_git)
+            raise
+        return worktree
+
+    def _check_new_worktree_path(self, path: object, repo: RepoURL, commit: str | None) -> Path:
+        text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
+        if not isinstance(text, str) or not text or any(ord(ch) < 32 for ch in text):
+            raise InvalidInputError(
+                "Worktree path must be a non-empty str or path without control characters",
+                url=repo.redacted,
+                commit=commit,
+            )
+        target = Path(text).absolute()
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise WorktreeError(
+                f"Worktree path {target} exists and is not an empty directory",
+                url=repo.redacted,
+                commit=commit,
+            )
+        # Compare real paths: '..' and symlinks must not smuggle a worktree into the cache.
+        real_target = Path(os.path.realpath(target))
+        real_cache = Path(os.path.realpath(self.cache_dir))
+        if real_target == real_cache or real_cache in real_target.parents:
+            raise InvalidInputError(
+                f"Worktree path {target} is inside the cache", url=repo.redacted, commit=commit
+            )
+        return target
+
+    def run_in_worktree(
+        self,
+        repo: RepoURL,
+        worktree: Worktree,
+        args: list[str],
+        *,
+        check: bool = True,
+        stdin: str | None = None,
+    ) -> GitResult:
+        # A partial clone fetches missing blobs during checkout: it needs the credentials,
+        # or, offline, a promisor that fails at once instead of reaching the network.
+        pre_args: list[str] = []
+        extra_env: dict[str, str] = {}
+        if self._entries.is_partial(repo) and not worktree.isolated:
+            if self.offline:
+                # No transport at all: a lazy fetch of a missing blob fails at once.
+                extra_env = {"GIT_ALLOW_PROTOCOL": "none"}
+            else:
+                pre_args, extra_env = self._remote(repo).auth()
+        result = self._runner.run(
+            args,
+            key=repo.key,
+            cwd=worktree.path,
+            pre_args=[*pre_args, "-C", str(worktree.path)],
+            extra_env=extra_env,
+            url=repo.redacted,
+            stdin=stdin,
+        )
+        if check and not result.ok:
+            if not worktree.isolated:
+                # The checkout reads the cache's objects: the one place deep history is read.
+                self._entries.check_damage(repo, worktree.git_dir, result.stderr)
+            if extra_env.get("GIT_ALLOW_PROTOCOL") == "none" and "not allowed" in result.stderr:
+                raise CommitNotFoundError(
+                    "Files of this commit are not in the cache (a partial clone fetches them "
+                    "when checked out), and --repo-offline forbids fetching them",
+                    url=repo.redacted,
+                    commit=worktree.commit,
+                    git_error=repo.scrub(result.error_line),
+                    hint=OFFLINE_HINT,
+                )
+            raise WorktreeError(
+                f"git {args[0]} failed in {worktree.path}",
+                url=repo.redacted,
+                commit=worktree.commit,
+                git_error=repo.scrub(result.error_line),
+            )
+        return result
+
+    def branch_commit(self, git_dir: Path, branch: str) -> str:
+        # A brand-new branch is a loose ref file: reading it costs no git process.
+        loose = read_stripped(git_dir / "refs" / "heads" / branch)
+        if loose and len(loose) in (40, 64):
+            return loose
+        result = self._runner.run(
+            ["rev-parse", "--verify", f"refs/heads/{branch}"], git_dir=git_dir
+        )
+        return result.stdout.strip()

@@ -1,6 +1,17 @@
-"""RepoStore: one bare clone per repository, shared by every process, and worktrees on top.
+"""RepoStore: the public facade over a cache of bare clones shared by every process.
 
-The cache directory's layout is described in _layout.py.
+It parses what the caller gives, names the repository and commit in every error, and hands
+the work to one object per idea, each in a module of its own:
+
+    _layout.py      the cache directory: paths, trash, leftovers, read-only, format marker
+    _ownership.py   who owns a worktree registration, decided by a lock (one liveness rule)
+    _runner.py      running git: environment, time limit, time counted, stale git locks
+    _remote.py      the upstream: the only place that touches the network
+    _entry.py       cache entries: clone and publish, first use, health and repair, refresh
+    _resolve.py     revisions to commits, fetching only what is missing
+    _registry.py    worktree registrations: branches, atomic admin entries, pruning
+    _checkouts.py   making and removing worktrees (and standalone repositories)
+    _reuse.py       parked worktrees moved to the next commit (``reuse``)
 
 Refs inside a cached repository:
 
@@ -8,14 +19,8 @@ Refs inside a cached repository:
     refs/repoclones/remote-head  the remote's HEAD (its default branch's commit)
     refs/tags/*               upstream tags
     refs/repoclones/pins/<id> commits fetched by object name, pinned so nothing drops them
+    refs/repoclones/named/*   other refs asked for by name (refs/pull/7/head)
     refs/heads/repoclones/... one branch per live worktree, deleted at removal
-
-What runs under the per-repository lock, and why (git 2.39, measured in DESIGN.md): clone and
-publish; every fetch (two fetches updating one ref fail with "cannot lock ref", and a fetch's
-connectivity check reads every worktree's HEAD, which a concurrent ``worktree add`` leaves half
-written); ``worktree add --no-checkout`` (writes its admin files one by one); removal of a
-worktree's admin entry and branch (ref and packed-refs writes); pruning entries of dead
-processes. Checking files out and deleting them, the slow parts, run outside it.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import settings
 from ._files import read_stripped, rmtree
 from ._git import git_environment, run_git
 from ._layout import MARKER, CacheLayout
@@ -32,7 +33,6 @@ from ._remote import PIN_PREFIX
 from ._runner import GitRunner
 from .errors import InvalidInputError, LockTimeoutError, RepoClonesError
 from .health import find_problem, tips_without_trees
-from .settings import CACHE_DIR_ENV, default_cache_dir
 from .store import RepoStore
 from .urls import DEFAULT_PROTOCOLS, parse_url, redact
 
@@ -110,12 +110,7 @@ def resolve_cache_dir(option: str | os.PathLike[str] | None) -> tuple[Path, str]
 
     The pytest ini file is not read: the command may run anywhere, outside any project.
     """
-    if option:
-        return Path(option).expanduser().absolute(), "--cache-dir"
-    env = os.environ.get(CACHE_DIR_ENV)
-    if env:
-        return Path(env).expanduser().absolute(), f"env {CACHE_DIR_ENV}"
-    return default_cache_dir(), "default user cache directory"
+    return settings.resolve_cache_dir(option, "--cache-dir")
 
 
 @dataclass(frozen=True)

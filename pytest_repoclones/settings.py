@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from .errors import RepoClonesError
 if TYPE_CHECKING:
     import pytest
 
-__all__ = ["CACHE_DIR_ENV", "Settings", "default_cache_dir"]
+__all__ = ["CACHE_DIR_ENV", "Settings", "default_cache_dir", "resolve_cache_dir"]
 
 CACHE_DIR_ENV = "PYTEST_REPO_CACHE_DIR"
 OFFLINE_ENV = "PYTEST_REPO_OFFLINE"
@@ -161,13 +162,45 @@ class Settings:
         )
 
 
-def _cache_dir_with_source(config: pytest.Config) -> tuple[Path, str]:
-    option = config.getoption("repo_cache_dir", None)
+def resolve_cache_dir(
+    option: str | os.PathLike[str] | None,
+    option_name: str,
+    ini: Callable[[], tuple[Path, str] | None] | None = None,
+) -> tuple[Path, str]:
+    """The cache directory and where it came from, for the plugin and the CLI alike: the
+    option, else the environment, else (pytest only) the ini file, else the user cache
+    directory. RepoClonesError if there is none (no home directory) or ``~`` cannot expand."""
+    try:
+        return _cache_dir(option, option_name, ini)
+    except _NoCacheDir as exc:
+        raise RepoClonesError(
+            f"No cache directory: {exc}", hint="set the cache directory, XDG_CACHE_HOME or HOME"
+        ) from None
+
+
+def _cache_dir(
+    option: str | os.PathLike[str] | None,
+    option_name: str,
+    ini: Callable[[], tuple[Path, str] | None] | None,
+) -> tuple[Path, str]:
     if option:
-        return _expand(option, "--repo-cache-dir").absolute(), "--repo-cache-dir"
+        return _expand(os.fspath(option), option_name).absolute(), option_name
     env = os.environ.get(CACHE_DIR_ENV)
     if env:
         return _expand(env, f"env {CACHE_DIR_ENV}").absolute(), f"env {CACHE_DIR_ENV}"
+    found = ini() if ini is not None else None
+    if found is not None:
+        return found
+    return _user_cache_dir(), "default user cache directory"
+
+
+def _cache_dir_with_source(config: pytest.Config) -> tuple[Path, str]:
+    return _cache_dir(
+        config.getoption("repo_cache_dir", None), "--repo-cache-dir", lambda: _ini_cache_dir(config)
+    )
+
+
+def _ini_cache_dir(config: pytest.Config) -> tuple[Path, str] | None:
     ini = config.getini("repo_cache_dir")
     if ini:
         path = _expand(str(ini), "ini repo_cache_dir")
@@ -177,7 +210,7 @@ def _cache_dir_with_source(config: pytest.Config) -> tuple[Path, str]:
             path = base / path
         where = config.inipath.name if config.inipath else "ini"
         return path.absolute(), f"ini repo_cache_dir in {where}"
-    return _user_cache_dir(), "default user cache directory"
+    return None
 
 
 def _expand(path: str, source: str) -> Path:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,14 @@ from ._ownership import judge, points_back
 from ._processes import pid_alive
 from ._remote import PIN_PREFIX
 from ._runner import GitRunner
+from ._units import (  # noqa: F401 - also importable from here, as before
+    format_age,
+    format_size,
+    format_span,
+    parse_duration,
+    parse_size,
+    tree_size,
+)
 from .errors import InvalidInputError, LockTimeoutError, RepoClonesError
 from .health import find_problem, tips_without_trees
 from .store import RepoStore
@@ -55,54 +62,6 @@ PROBE_LOCK_TIMEOUT = 0.1
 VERIFY_LOCK_TIMEOUT = 30.0
 #: fsck of a large repository takes minutes.
 FSCK_TIMEOUT = 3600.0
-
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhdw])\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """``5G``, ``1.5G``, ``500M``, ``10K``, ``1024``: bytes, in binary units (K = 1024)."""
-    match = _SIZE_RE.match(text)
-    if match is None:
-        raise ValueError(f"invalid size {text!r}: use e.g. 5G, 1.5G, 500M, 10K or bytes")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-
-
-def parse_duration(text: str) -> float:
-    """``30d``, ``12h``, ``90m``, ``2w``, ``45s``: seconds. A unit is required."""
-    match = _DURATION_RE.match(text)
-    if match is None:
-        raise ValueError(
-            f"invalid duration {text!r}: use a number and a unit, e.g. 30d, 12h, 90m, 2w"
-        )
-    return float(match.group(1)) * _SECONDS[match.group(2).lower()]
-
-
-def format_size(size: int) -> str:
-    """``512 B``, ``1.5 KiB``, ``12.3 MiB``: what ``du -h`` users expect, in binary units."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
-def format_span(seconds: float) -> str:
-    """``3 days``, ``5 hours``, ``1 minute``, ``12 seconds`` (rounded down)."""
-    count, unit = int(max(seconds, 0.0)), "second"
-    for name, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= length:
-            count, unit = int(seconds // length), name
-            break
-    return f"{count} {unit}{'' if count == 1 else 's'}"
-
-
-def format_age(seconds: float) -> str:
-    """``3 days ago``, ``5 hours ago``, ``just now``: how long ago an entry was last used."""
-    return "just now" if seconds < 60 else f"{format_span(seconds)} ago"
 
 
 def resolve_cache_dir(option: str | os.PathLike[str] | None) -> tuple[Path, str]:
@@ -590,31 +549,6 @@ def _admin_dirs(git_dir: Path) -> list[Path]:
         return sorted(path for path in root.iterdir() if path.is_dir())
     except OSError:
         return []
-
-
-def tree_size(path: Path) -> int:
-    """Sum of the sizes of the files below ``path`` (not following symlinks)."""
-    try:
-        if not path.is_dir() or path.is_symlink():
-            return os.lstat(path).st_size
-    except OSError:
-        return 0
-    total = 0
-    stack = [str(path)]
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as items:
-                for item in items:
-                    try:
-                        if item.is_dir(follow_symlinks=False):
-                            stack.append(item.path)
-                        else:
-                            total += item.stat(follow_symlinks=False).st_size
-                    except OSError:
-                        continue  # deleted while we looked
-        except OSError:
-            continue
-    return total
 
 
 def _mtime(path: Path) -> float:

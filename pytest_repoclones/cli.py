@@ -16,16 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
-from .cache_admin import (
-    CacheAdmin,
-    Entry,
-    Removal,
-    format_age,
-    format_size,
-    parse_duration,
-    parse_size,
-    resolve_cache_dir,
-)
+from ._units import format_age, format_size, parse_duration, parse_size
+from .cache_admin import CacheAdmin, Entry, Removal, resolve_cache_dir
 from .errors import RepoClonesError
 from .settings import CACHE_DIR_ENV
 from .urls import redact

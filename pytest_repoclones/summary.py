@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ._units import format_size, tree_size
 from .store import RepoStore
 
 __all__ = ["collect", "write"]
@@ -33,25 +33,6 @@ def _merge(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(merged.values(), key=lambda r: r["url"])
 
 
-def _size(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                continue
-    return total
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
-
-
 def _count(number: int, noun: str) -> str:
     if number == 1:
         return f"1 {noun}"
@@ -70,7 +51,7 @@ def write(terminalreporter: Any, config: pytest.Config, store: RepoStore) -> Non
     if not any(r["worktrees"] for r in repos):
         return  # prefetching alone (tests skipped or deselected) is not worth a summary
     total = {name: sum(r[name] for r in repos) for name in _COUNTERS}
-    sizes = {r["git_dir"]: _size(Path(r["git_dir"])) for r in repos}
+    sizes = {r["git_dir"]: tree_size(Path(r["git_dir"])) for r in repos}
     write_line = terminalreporter.write_line
     terminalreporter.write_sep("-", "repoclones")
     if config.get_verbosity() > 0:
@@ -82,13 +63,14 @@ def write(terminalreporter: Any, config: pytest.Config, store: RepoStore) -> Non
         for r in repos:
             write_line(
                 f"{r['url']:<{width}} {r['worktrees']:>9} {r['clones']:>6} {r['fetches']:>7} "
-                f"{r['cache_hits']:>5} {r['git_seconds']:>7.2f} {_human(sizes[r['git_dir']]):>10}"
+                f"{r['cache_hits']:>5} {r['git_seconds']:>7.2f} "
+                f"{format_size(sizes[r['git_dir']]):>10}"
             )
     write_line(
         f"{_count(total['worktrees'], 'worktree')} from {len(repos)} "
         f"repositor{'y' if len(repos) == 1 else 'ies'}: {_count(total['clones'], 'clone')}, "
         f"{_count(total['fetches'], 'fetch')}, {_count(total['cache_hits'], 'cache hit')}, "
-        f"{total['git_seconds']:.1f} s in git; cache {_human(sum(sizes.values()))} "
+        f"{total['git_seconds']:.1f} s in git; cache {format_size(sum(sizes.values()))} "
         f"in {store.cache_dir}"
     )
     if crashed:

@@ -112,7 +112,33 @@ class Checkouts:
             start = f"{revision.text}^{{commit}}"
         else:
             start = self._resolver.resolve(repo, git_dir, revision)
-        worktree = None
+        worktree = self._make(
+            repo, git_dir, revision, start, target, branch, auto_branch, sparse_args, isolate, url
+        )
+        stats = self._stats(repo)
+        stats.worktrees += 1
+        if self._network_ops(repo) == network_before:
+            stats.cache_hits += 1
+        self._entries.touch(git_dir)
+        return worktree
+
+    def _make(
+        self,
+        repo: RepoURL,
+        git_dir: Path,
+        revision: Revision,
+        start: str,
+        target: Path,
+        branch: str,
+        auto_branch: bool,
+        sparse_args: list[str] | None,
+        isolate: bool,
+        given_url: str | os.PathLike[str],
+    ) -> Worktree:
+        """The worktree the settings call for: isolated, reused, borrowing a read-only
+        cache's objects, or a new one registered in the entry."""
+        __tracebackhide__ = True  # its arguments may hold a secret
+        url = str(given_url)
         if isolate:
             if self._entries.is_partial(repo):
                 # Its blobs are fetched lazily from the remote; git's local transport cannot
@@ -125,21 +151,16 @@ class Checkouts:
                 )
             if revision.kind == "full":
                 start = self._resolver.resolve_object(repo, git_dir, revision)
-            worktree = self._isolated_worktree(repo, start, target, branch, sparse_args, str(url))
-        elif self.reuse and sparse_args is None and not self.read_only:
-            worktree = self.parking.take(repo, revision, start, target, branch, str(url))
-        if worktree is None and self.read_only:
-            worktree = self._borrowing_worktree(repo, start, target, branch, sparse_args, str(url))
-        if worktree is None:
-            worktree = self._new_worktree(
-                repo, revision, start, target, branch, auto_branch, sparse_args, str(url)
-            )
-        stats = self._stats(repo)
-        stats.worktrees += 1
-        if self._network_ops(repo) == network_before:
-            stats.cache_hits += 1
-        self._entries.touch(git_dir)
-        return worktree
+            return self._isolated_worktree(repo, start, target, branch, sparse_args, url)
+        if self.reuse and sparse_args is None and not self.read_only:
+            reused = self.parking.take(repo, revision, start, target, branch, url)
+            if reused is not None:
+                return reused
+        if self.read_only:
+            return self._borrowing_worktree(repo, start, target, branch, sparse_args, url)
+        return self._new_worktree(
+            repo, revision, start, target, branch, auto_branch, sparse_args, url
+        )
 
     def _new_worktree(
         self,
@@ -161,23 +182,9 @@ class Checkouts:
                 # lock is reentrant).
                 self._entries.forget(repo.key)
                 git_dir = self._entries.ensure(repo)
-            result = self._registry.create_branch(lock, git_dir, branch, start)
-            exists = "already exists" in result.stderr
-            if not result.ok and auto_branch and exists:
-                branch = self._new_branch_name()
-                result = self._registry.create_branch(lock, git_dir, branch, start)
-            elif not result.ok and revision.kind == "full" and not exists:
-                # Not in the cache (or not a commit): fetch under the lock we hold, then retry.
-                start = self._resolver.resolve_object(repo, git_dir, revision)
-                result = self._registry.create_branch(lock, git_dir, branch, start)
-            if not result.ok:
-                self._entries.check_damage(repo, git_dir, result.stderr)
-                raise WorktreeError(
-                    f"Could not create a worktree at {target}",
-                    url=repo.redacted,
-                    commit=revision.text,
-                    git_error=repo.scrub(result.error_line),
-                )
+            branch = self._create_branch_locked(
+                lock, repo, git_dir, revision, start, target, branch, auto_branch
+            )
             try:
                 admin_dir = self._registry.register(lock, git_dir, target, branch)
             except BaseException:
@@ -205,6 +212,38 @@ class Checkouts:
             self.remove(worktree)
             raise
         return worktree
+
+    def _create_branch_locked(
+        self,
+        lock: RepoLock,
+        repo: RepoURL,
+        git_dir: Path,
+        revision: Revision,
+        start: str,
+        target: Path,
+        branch: str,
+        auto_branch: bool,
+    ) -> str:
+        """The worktree's branch; the name it got (a generated name is drawn again if taken)."""
+        lock.assert_held()
+        result = self._registry.create_branch(lock, git_dir, branch, start)
+        exists = "already exists" in result.stderr
+        if not result.ok and auto_branch and exists:
+            branch = self._new_branch_name()
+            result = self._registry.create_branch(lock, git_dir, branch, start)
+        elif not result.ok and revision.kind == "full" and not exists:
+            # Not in the cache (or not a commit): fetch under the lock we hold, then retry.
+            start = self._resolver.resolve_object(repo, git_dir, revision)
+            result = self._registry.create_branch(lock, git_dir, branch, start)
+        if not result.ok:
+            self._entries.check_damage(repo, git_dir, result.stderr)
+            raise WorktreeError(
+                f"Could not create a worktree at {target}",
+                url=repo.redacted,
+                commit=revision.text,
+                git_error=repo.scrub(result.error_line),
+            )
+        return branch
 
     def remove(self, worktree: Worktree) -> None:
         __tracebackhide__ = True  # its arguments may hold a secret

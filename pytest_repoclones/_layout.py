@@ -156,11 +156,11 @@ def write_marker(git_dir: Path, **metadata: Any) -> None:
     (git_dir / MARKER).write_text(json.dumps(record, indent=1) + "\n")
 
 
-def read_marker(git_dir: Path) -> dict[str, Any] | None:
+def read_marker(git_dir: Path, *, check: bool = True) -> dict[str, Any] | None:
     """The marker's metadata, or None if the entry has none (incomplete) or it is unreadable.
 
-    An entry written by a newer layout than this version knows is refused: guessing at it
-    could corrupt what a newer plugin relies on.
+    An entry written by a newer layout than this version knows is refused (unless ``check``
+    is off, to list it): guessing at it could corrupt what a newer plugin relies on.
     """
     try:
         data = json.loads((git_dir / MARKER).read_text())
@@ -168,7 +168,8 @@ def read_marker(git_dir: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict):
         return None
-    check_format(git_dir, data)
+    if check:
+        check_format(git_dir, data)
     return data
 
 

@@ -137,22 +137,8 @@ class Remote:
                 hint=OFFLINE_HINT,
             )
         pre_args, extra_env = self.auth()
-        options = [
-            *(_UPSTREAM_OPTIONS if upstream else ["--no-tags"]),
-            "--no-write-fetch-head",
-            "--no-auto-maintenance",
-        ]
-        report = None
         building = git_dir.parent.name == "tmp"  # a clone's own fetch counts as the clone
-        if self._progress is not None:
-            options.append("--progress")  # git prints it only to a terminal otherwise
-            verb = "cloning" if building else "fetching"
-            show = self._progress
-            report = lambda line: show(f"repoclones: {verb} {repo.redacted}: {line}")  # noqa: E731
-        else:
-            options.append("--quiet")
-        if clone_filter is not None:
-            options.append(f"--filter={clone_filter}")
+        options, report = self._options(building, clone_filter=clone_filter, upstream=upstream)
         # A partial clone must fetch through its promisor remote; others name the URL, so
         # that no URL is ever stored in the cached repository's config.
         source = "origin" if clone_filter is not None or self._partial() else repo.fetch_url
@@ -185,6 +171,30 @@ class Remote:
                 stderr=repo.scrub(result.stderr),
             )
         return result
+
+    def _options(
+        self, building: bool, *, clone_filter: str | None, upstream: bool
+    ) -> tuple[list[str], Callable[[str], None] | None]:
+        """git fetch's options, and where its progress lines go (None: quiet)."""
+        options = [
+            *(_UPSTREAM_OPTIONS if upstream else ["--no-tags"]),
+            "--no-write-fetch-head",
+            "--no-auto-maintenance",
+        ]
+        if clone_filter is not None:
+            options.append(f"--filter={clone_filter}")
+        if self._progress is None:
+            return [*options, "--quiet"], None
+        show, verb, shown = (
+            self._progress,
+            "cloning" if building else "fetching",
+            self.repo.redacted,
+        )
+
+        def report(line: str) -> None:
+            show(f"repoclones: {verb} {shown}: {line}")
+
+        return [*options, "--progress"], report  # git prints it only to a terminal otherwise
 
     def auth(self) -> tuple[list[str], dict[str, str]]:
         """git arguments and environment that carry the URL's credentials (never argv)."""

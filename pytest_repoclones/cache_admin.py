@@ -13,7 +13,6 @@ Last use is the mtime of the entry's marker, which the store touches on every us
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +23,7 @@ from typing import Any
 from . import settings
 from ._files import read_stripped, rmtree
 from ._git import git_environment, run_git
-from ._layout import MARKER, CacheLayout
+from ._layout import MARKER, CacheLayout, read_marker
 from ._lock import RepoLock
 from ._ownership import judge, points_back
 from ._processes import pid_alive
@@ -207,15 +206,8 @@ class CacheAdmin:
         return self._read_entry(git_dir) if git_dir.is_dir() else None
 
     def _read_entry(self, git_dir: Path) -> Entry:
-        marker = git_dir / MARKER
-        metadata: dict[str, Any] | None
-        try:
-            loaded = json.loads(marker.read_text())
-            metadata = loaded if isinstance(loaded, dict) else None
-            last_used = marker.stat().st_mtime
-        except (OSError, ValueError):
-            metadata = None
-            last_used = _mtime(git_dir)
+        metadata = read_marker(git_dir, check=False)
+        last_used = _mtime(git_dir / MARKER) if metadata is not None else _mtime(git_dir)
         data = metadata or {}
         url = data.get("url")
         canonical = data.get("canonical")

@@ -281,17 +281,7 @@ def run_git(
     (2-9 ms).
     """
     del die_with_parent  # always on: see the docstring
-    preexec = None
-    argv = [_git_executable(), *_CONFIG_ARGS, *pre_args]
-    prefix = _death_signal_prefix()
-    if prefix is not None:
-        argv = [*prefix, *argv]
-    else:
-        preexec = _PREEXEC
-    if git_dir is not None:
-        # --git-dir rather than -C: safe.bareRepository=explicit makes `-C bare.git` fail.
-        argv.append(f"--git-dir={git_dir}")
-    argv.extend(args)
+    argv, preexec = _command(args, pre_args, git_dir)
     process_env = dict(env)
     if extra_env:
         process_env.update(extra_env)
@@ -326,6 +316,22 @@ def run_git(
         _kill_group(process)
         raise
     return GitResult(tuple(args), process.returncode, stdout, stderr)
+
+
+def _command(
+    args: Sequence[str], pre_args: Sequence[str], git_dir: Path | None
+) -> tuple[list[str], Callable[[], None] | None]:
+    """git's argv (behind setpriv when it can die with us that way), and the preexec_fn that
+    makes it die with us otherwise."""
+    argv = [_git_executable(), *_CONFIG_ARGS, *pre_args]
+    if git_dir is not None:
+        # --git-dir rather than -C: safe.bareRepository=explicit makes `-C bare.git` fail.
+        argv.append(f"--git-dir={git_dir}")
+    argv.extend(args)
+    prefix = _death_signal_prefix()
+    if prefix is not None:
+        return [*prefix, *argv], None
+    return argv, _PREEXEC
 
 
 PROGRESS_AFTER = 2.0

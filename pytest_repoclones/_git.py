@@ -273,18 +273,13 @@ def run_git(
     With ``progress``, git's progress lines are passed to it once the command has run for
     PROGRESS_AFTER seconds, at most once per PROGRESS_EVERY.
 
-    Every git dies with the thread that started it (see _death_signal_prefix), whatever
-    ``die_with_parent`` says: that flag is kept so that callers written when only transfers
-    and checkouts did (metadata calls blocked on a lock outlived a killed pytest) still work.
+    Every git dies with the thread that started it (see _command), whatever
+    ``die_with_parent`` says (kept for callers written when only transfers and checkouts did).
     setpriv costs one more exec, 0.6-0.9 ms a process (`run_git(["--version"])`: 2.6 against
-    1.7 ms, medians of 300); without setpriv, a preexec_fn costs a fork instead of a vfork
-    (2-9 ms).
+    1.7 ms, medians of 300); without setpriv, a preexec_fn costs a fork instead of a vfork.
     """
     del die_with_parent  # always on: see the docstring
     argv, preexec = _command(args, pre_args, git_dir)
-    process_env = dict(env)
-    if extra_env:
-        process_env.update(extra_env)
     process = subprocess.Popen(
         argv,
         # Never a terminal: nothing git or ssh runs can wait for an answer.
@@ -293,7 +288,7 @@ def run_git(
         stderr=subprocess.PIPE,
         # A stable cwd: a test may have deleted (or chdir'd into) the directory we started in.
         cwd=str(cwd if cwd is not None else (git_dir if git_dir is not None else "/")),
-        env=process_env,
+        env={**env, **(extra_env or {})},
         start_new_session=True,
         preexec_fn=preexec,  # see _die_with_parent
         text=True,

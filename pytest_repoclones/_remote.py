@@ -161,16 +161,16 @@ class Remote:
             raise
         if not result.ok:
             self._raise_local_write_failure(result, git_dir, started)
-            self._failures.record(
-                repo.key,
-                RemoteError(
-                    "Could not reach the remote",
-                    url=repo.redacted,
-                    git_error=repo.scrub(result.error_line),
-                ),
-                stderr=repo.scrub(result.stderr),
-            )
+            self._record_failure(result)
         return result
+
+    def _record_failure(self, result: GitResult) -> None:
+        """Remember a remote that did not answer, so that later operations fail at once."""
+        repo = self.repo
+        error = RemoteError(
+            "Could not reach the remote", url=repo.redacted, git_error=repo.scrub(result.error_line)
+        )
+        self._failures.record(repo.key, error, stderr=repo.scrub(result.stderr))
 
     def _options(
         self, building: bool, *, clone_filter: str | None, upstream: bool

@@ -16,9 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from . import settings
 from ._files import read_stripped, rmtree
@@ -37,6 +35,7 @@ from ._units import (  # noqa: F401 - also importable from here, as before
     parse_size,
     tree_size,
 )
+from .cache_records import Entry, GcReport, Removal, VerifyResult
 from .errors import InvalidInputError, LockTimeoutError, RepoClonesError
 from .health import find_problem, tips_without_trees
 from .store import RepoStore
@@ -69,88 +68,6 @@ def resolve_cache_dir(option: str | os.PathLike[str] | None) -> tuple[Path, str]
     The pytest ini file is not read: the command may run anywhere, outside any project.
     """
     return settings.resolve_cache_dir(option, "--cache-dir")
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One cached repository, as found on disk."""
-
-    key: str
-    git_dir: Path
-    #: Redacted (again: a marker is a file anyone may have edited).
-    url: str | None
-    canonical: str | None
-    clone_filter: str | None
-    created: float | None
-    #: Unix time of the last use (the marker's mtime; the directory's if there is no marker).
-    last_used: float
-    size: int
-    #: Commits fetched by object name (None if the refs could not be read).
-    pins: int | None
-    #: Registered worktrees, live or not.
-    worktrees: int
-    #: Has a readable completion marker; otherwise the next session discards and re-clones it.
-    complete: bool
-
-    @property
-    def shown_url(self) -> str:
-        return self.url or f"(incomplete entry {self.git_dir.name})"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "url": self.url,
-            "canonical": self.canonical,
-            "path": str(self.git_dir),
-            "size": self.size,
-            "last_used": self.last_used,
-            "last_used_iso": _iso(self.last_used),
-            "created": self.created,
-            "pinned": self.pins,
-            "worktrees": self.worktrees,
-            "filter": self.clone_filter,
-            "complete": self.complete,
-        }
-
-
-@dataclass(frozen=True)
-class Removal:
-    """What happened to one entry gc or clear chose: removed (or would be), or why not."""
-
-    entry: Entry
-    why: str
-    skipped: str | None = None
-
-    @property
-    def removed(self) -> bool:
-        return self.skipped is None
-
-
-@dataclass
-class GcReport:
-    removals: list[Removal] = field(default_factory=list)
-    #: tmp/ leftovers of killed processes: path and size.
-    leftovers: list[tuple[Path, int]] = field(default_factory=list)
-    #: Size of the entries left afterwards (as it will be, in a dry run).
-    remaining_size: int = 0
-    remaining_count: int = 0
-
-    @property
-    def freed(self) -> int:
-        removed = sum(r.entry.size for r in self.removals if r.removed)
-        return removed + sum(size for _, size in self.leftovers)
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    """``ok``, ``repaired``, ``removed`` (incomplete), ``damaged`` (left as is) or ``busy``."""
-
-    entry: Entry
-    status: str
-    detail: str = ""
-
-    @property
-    def failed(self) -> bool:
-        return self.status == "damaged"
 
 
 def _quiet(_message: str) -> None:
@@ -548,10 +465,6 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
-
-
-def _iso(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(timestamp))
 
 
 def _first(users: list[str]) -> str:

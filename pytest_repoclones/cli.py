@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 
 from ._units import format_age, format_size, parse_duration, parse_size
-from .cache_admin import CacheAdmin, Entry, Removal, resolve_cache_dir
+from .cache_admin import CacheAdmin, resolve_cache_dir
+from .cache_records import Entry, Removal
 from .errors import RepoClonesError
 from .settings import CACHE_DIR_ENV
 from .urls import redact

@@ -120,8 +120,6 @@ class RepoStore:
             parse_url(url, self.protocols).key: check_filter(spec)
             for url, spec in (clone_filters or {}).items()
         }
-        #: This process's claim on its worktree registrations (see _ownership.py).
-        self._owner = Owner(self.cache_dir)
         self._mutex = threading.Lock()
         self._locks: dict[str, RepoLock] = {}
         self.layout = CacheLayout(self.cache_dir)
@@ -129,6 +127,12 @@ class RepoStore:
         self.remote_failures = RemoteFailures()
         #: Counters per repository (cache key), for this process only.
         self.stats: dict[str, RepoStats] = {}
+        self._wire()
+
+    def _wire(self) -> None:
+        """The objects behind the facade, each handed what it needs (no I/O yet)."""
+        #: This process's claim on its worktree registrations (see _ownership.py).
+        self._owner = Owner(self.cache_dir)
         self._runner = GitRunner(self.protocols, self.timeout, self.stats, self._mutex)
         self._registry = WorktreeRegistry(self.cache_dir, self._runner, self._owner)
         self._entries = CacheEntries(

@@ -13,8 +13,8 @@ from typing import Any
 from common import perf, read_trace
 
 import pytest_repoclones
+from pytest_repoclones import _files as files_module
 from pytest_repoclones import _git as git_module
-from pytest_repoclones import store as store_module
 from pytest_repoclones._lock import RepoLock
 
 
@@ -100,7 +100,7 @@ class Probe:
     def __enter__(self) -> Probe:
         self.trace_dir.mkdir(parents=True, exist_ok=True)
         run_git = git_module.run_git  # the one place every git call goes through
-        rmtree_original = store_module.rmtree
+        rmtree_original = files_module.rmtree  # the one definition; modules import it by name
         acquire = RepoLock._acquire
         timed_rmtree = self._timed_rmtree(rmtree_original)
         for owner, name, value in (

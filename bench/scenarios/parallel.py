@@ -17,7 +17,6 @@ from typing import Any
 from common import Context, Samples, git, log, perf, read_trace, rmtree
 from report import fmt_s, table
 
-from pytest_repoclones._remote import PIN_PREFIX
 from scenarios.parallel_suite import parallel_commits, write_suite
 
 
@@ -42,6 +41,11 @@ class ParallelRun:
     lock_wait: float
     lock_max_wait: float
     lock_held: float
+
+
+# Where the plugin pins commits fetched by name (a cache format fact, the same in every
+# revision benchmarked with --plugin-rev; importing it would tie the bench to one layout).
+PIN_PREFIX = "refs/repoclones/pins/"
 
 
 def pytest_argv(workers: int, cache: Path, basetemp: Path, target: str) -> list[str]:

@@ -199,19 +199,23 @@ class Checkouts:
             admin_dir=admin_dir,
             sparse=tuple(sparse_args) if sparse_args else None,
         )
+        self._check_out(repo, worktree, sparse_args)
+        return worktree
+
+    def _check_out(self, repo: RepoURL, worktree: Worktree, sparse_args: list[str] | None) -> None:
+        """Write a registered worktree's files, outside the lock: the slow part."""
         try:
             if sparse_args is not None:
                 # Only writes the worktree's own config and pattern file: no lock needed
                 # (worktreeConfig is already enabled in the shared config at clone time).
                 self.run_in_worktree(repo, worktree, ["sparse-checkout", "set", *sparse_args])
-            # What `worktree add` runs internally, here outside the lock: the slow part.
+            # What `worktree add` runs internally.
             self.run_in_worktree(
                 repo, worktree, ["reset", "--quiet", "--hard", "--no-recurse-submodules"]
             )
         except BaseException:
             self.remove(worktree)
             raise
-        return worktree
 
     def _create_branch_locked(
         self,

@@ -364,15 +364,10 @@ class CacheAdmin:
             _put_back(aside, git_dir)
             raise
         rmtree(aside)
-        lost = []
-        for sha in pins:  # fetched by object name once: tests may ask for them offline
-            try:
-                store.resolve(source, sha)
-            except RepoClonesError:
-                lost.append(sha)
         detail = f"was: {problem}"
         if pins:
-            detail += f"; fetched {len(pins) - len(lost)} of {len(pins)} pinned commits again"
+            fetched = _fetch_again(store, source, pins)
+            detail += f"; fetched {fetched} of {len(pins)} pinned commits again"
         return VerifyResult(entry, "repaired", detail)
 
     # -- warming ---------------------------------------------------------------------------
@@ -411,6 +406,19 @@ def _rebuild_url(entry: Entry, url: str | None) -> str | None:
         except InvalidInputError:
             continue
     return None
+
+
+def _fetch_again(store: RepoStore, url: str, pins: Sequence[str]) -> int:
+    """Fetch the commits a rebuilt entry had pinned (tests may ask for them offline); how
+    many came back."""
+    fetched = 0
+    for sha in pins:
+        try:
+            store.resolve(url, sha)
+            fetched += 1
+        except RepoClonesError:
+            continue
+    return fetched
 
 
 def _put_back(aside: Path, git_dir: Path) -> None:

@@ -123,21 +123,9 @@ class Settings:
         clone_filter = config.getoption("repo_clone_filter", None) or (
             config.getini("repo_clone_filter") or None
         )
-        clone_filters = []
-        for line in config.getini("repo_clone_filters"):
-            url, _, spec = str(line).strip().rpartition(" ")
-            if not url.strip() or not spec:
-                raise pytest.UsageError(
-                    f"repo_clone_filters: expected lines 'URL FILTER', got {line!r}"
-                )
-            clone_filters.append((url.strip(), spec))
+        clone_filters = _clone_filters(config)
         if cache_dir is not None:
-            _refuse_wiped_locations(config, cache_dir, source, pytest.UsageError)
-            if cache_dir.exists() and not cache_dir.is_dir():
-                raise pytest.UsageError(
-                    f"repoclones: the repository cache {cache_dir} (from {source}) "
-                    "is not a directory"
-                )
+            _check_cache_dir(config, cache_dir, source)
         return cls(
             cache_dir=cache_dir,
             cache_dir_source=source,
@@ -150,7 +138,7 @@ class Settings:
             offline_source=offline_source,
             keep=keep,
             clone_filter=clone_filter,
-            clone_filters=tuple(clone_filters),
+            clone_filters=clone_filters,
             cache_problem=cache_problem,
         )
 
@@ -219,6 +207,30 @@ def _expand(path: str, source: str) -> Path:
         return Path(path).expanduser()
     except (RuntimeError, KeyError, OSError):  # "~" or "~user" with no home directory
         raise _NoCacheDir(f"{source} is {path!r} and the home directory is unknown") from None
+
+
+def _clone_filters(config: pytest.Config) -> tuple[tuple[str, str], ...]:
+    import pytest
+
+    filters = []
+    for line in config.getini("repo_clone_filters"):
+        url, _, spec = str(line).strip().rpartition(" ")
+        if not url.strip() or not spec:
+            raise pytest.UsageError(
+                f"repo_clone_filters: expected lines 'URL FILTER', got {line!r}"
+            )
+        filters.append((url.strip(), spec))
+    return tuple(filters)
+
+
+def _check_cache_dir(config: pytest.Config, cache_dir: Path, source: str) -> None:
+    import pytest
+
+    _refuse_wiped_locations(config, cache_dir, source, pytest.UsageError)
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise pytest.UsageError(
+            f"repoclones: the repository cache {cache_dir} (from {source}) is not a directory"
+        )
 
 
 def _offline_with_source(config: pytest.Config) -> tuple[bool, str]:

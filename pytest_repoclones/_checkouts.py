@@ -205,17 +205,23 @@ class Checkouts:
     def _check_out(self, repo: RepoURL, worktree: Worktree, sparse_args: list[str] | None) -> None:
         """Write a registered worktree's files, outside the lock: the slow part."""
         try:
-            if sparse_args is not None:
-                # Only writes the worktree's own config and pattern file: no lock needed
-                # (worktreeConfig is already enabled in the shared config at clone time).
-                self.run_in_worktree(repo, worktree, ["sparse-checkout", "set", *sparse_args])
-            # What `worktree add` runs internally.
-            self.run_in_worktree(
-                repo, worktree, ["reset", "--quiet", "--hard", "--no-recurse-submodules"]
-            )
+            self._write_files(repo, worktree, sparse_args)
         except BaseException:
             self.remove(worktree)
             raise
+
+    def _write_files(
+        self, repo: RepoURL, worktree: Worktree, sparse_args: list[str] | None
+    ) -> None:
+        """Check the commit's files out (only the sparse paths, if given)."""
+        if sparse_args is not None:
+            # Only writes the worktree's own config and pattern file: no lock needed
+            # (worktreeConfig is already enabled in the shared config at clone time).
+            self.run_in_worktree(repo, worktree, ["sparse-checkout", "set", *sparse_args])
+        # What `worktree add` runs internally.
+        self.run_in_worktree(
+            repo, worktree, ["reset", "--quiet", "--hard", "--no-recurse-submodules"]
+        )
 
     def _create_branch_locked(
         self,
@@ -310,9 +316,7 @@ class Checkouts:
                 sparse=tuple(sparse_args) if sparse_args else None,
                 isolated=True,
             )
-            if sparse_args is not None:
-                self.run_in_worktree(repo, worktree, ["sparse-checkout", "set", *sparse_args])
-            self.run_in_worktree(repo, worktree, ["reset", "--quiet", "--hard"])
+            self._write_files(repo, worktree, sparse_args)
             rmtree(git_dir / "logs")
         except BaseException:
             rmtree(target)
@@ -353,9 +357,7 @@ class Checkouts:
                 sparse=tuple(sparse_args) if sparse_args else None,
                 standalone=True,
             )
-            if sparse_args is not None:
-                self.run_in_worktree(repo, worktree, ["sparse-checkout", "set", *sparse_args])
-            self.run_in_worktree(repo, worktree, ["reset", "--quiet", "--hard"])
+            self._write_files(repo, worktree, sparse_args)
         except BaseException:
             rmtree(dot_git)
             raise

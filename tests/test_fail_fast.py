@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from helpers.messages import message_of, raises_saying
+from helpers.servers import BlackHole
 from inner import run
 from upstream import Upstream
 
@@ -47,34 +48,8 @@ EARLIER = "Remote did not answer earlier in this session"
 # -- servers on loopback ------------------------------------------------------------------------
 
 
-class Stalled:
+class Stalled(BlackHole):
     """Accepts TCP connections on 127.0.0.1 and never sends a byte; counts the connections."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.05)
-        self.port: int = self.listener.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="stalled", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted.append(connection)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for connection in self.accepted:
-            connection.close()
-        self.listener.close()
 
 
 @pytest.fixture

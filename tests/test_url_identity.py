@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 from helpers.messages import without_paths
+from helpers.servers import GitHTTPServer
 from inner import run
-from test_faults import GitHTTPServer
 from upstream import Upstream
 
 from pytest_repoclones import InvalidInputError, RemoteError, RepoClonesError, RepoStore

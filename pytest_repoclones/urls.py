@@ -291,18 +291,7 @@ def _parse_scheme_url(text: str, match: re.Match[str], protocols: tuple[str, ...
     password = unquote(parts.password) if parts.password is not None else None
     host = f"[{hostname}]" if ":" in hostname else hostname
     netloc = host if port is None else f"{host}:{port}"
-    if scheme == "ssh":
-        # git percent-decodes a whole ssh:// URL; a '?' or '#' is part of the path to it.
-        raw_path = parts.path + (f"?{parts.query}" if parts.query else "")
-        raw_path += f"#{parts.fragment}" if parts.fragment else ""
-        canonical = _ssh_canonical(username, netloc, _remote_path(unquote(raw_path)))
-    else:
-        path = _strip_suffixes(parts.path)
-        if hostname in _FORGES:
-            # These hosts treat paths case-insensitively; one entry per repository.
-            path = path.lower()
-        # http credentials only authenticate: the repository is the same with any of them.
-        canonical = urlunsplit((scheme, netloc, path, parts.query, ""))
+    canonical = _network_canonical(scheme, parts, hostname, netloc, username)
     if scheme in ("http", "https"):
         # Credentials go to git through its environment (see _git.credential_args), not argv.
         fetch_netloc = netloc
@@ -310,6 +299,23 @@ def _parse_scheme_url(text: str, match: re.Match[str], protocols: tuple[str, ...
         fetch_netloc = netloc if parts.username is None else f"{parts.username}@{netloc}"
     fetch_url = urlunsplit((parts.scheme, fetch_netloc, parts.path, parts.query, parts.fragment))
     return RepoURL(text, fetch_url, canonical, shown, scheme, username, password)
+
+
+def _network_canonical(
+    scheme: str, parts: SplitResult, hostname: str, netloc: str, username: str | None
+) -> str:
+    """The identity of a repository reached over the network (see RepoURL.canonical)."""
+    if scheme == "ssh":
+        # git percent-decodes a whole ssh:// URL; a '?' or '#' is part of the path to it.
+        raw_path = parts.path + (f"?{parts.query}" if parts.query else "")
+        raw_path += f"#{parts.fragment}" if parts.fragment else ""
+        return _ssh_canonical(username, netloc, _remote_path(unquote(raw_path)))
+    path = _strip_suffixes(parts.path)
+    if hostname in _FORGES:
+        # These hosts treat paths case-insensitively; one entry per repository.
+        path = path.lower()
+    # http credentials only authenticate: the repository is the same with any of them.
+    return urlunsplit((scheme, netloc, path, parts.query, ""))
 
 
 def _parse_file_url(text: str, start: int, shown: str) -> RepoURL:

@@ -15,7 +15,7 @@ from pathlib import Path
 from ._entry import CacheEntries
 from ._files import leave_directory, read_stripped, rmtree
 from ._git import GitResult
-from ._inputs import sparse_arguments
+from ._inputs import check_worktree_path, sparse_arguments
 from ._layout import MARKER, CacheLayout, key_of
 from ._lock import RepoLock
 from ._ownership import Owner
@@ -99,7 +99,7 @@ class Checkouts:
     ) -> Worktree:
         __tracebackhide__ = True  # its arguments may hold a secret
         revision = parse_revision(commit)
-        target = self._check_new_worktree_path(path, repo, commit)
+        target = check_worktree_path(path, self.cache_dir, repo.redacted, commit)
         sparse_args = sparse_arguments(sparse)
         auto_branch = branch is None
         branch = check_branch_name(branch if branch is not None else self._new_branch_name())
@@ -362,30 +362,6 @@ class Checkouts:
             rmtree(dot_git)
             raise
         return worktree
-
-    def _check_new_worktree_path(self, path: object, repo: RepoURL, commit: str | None) -> Path:
-        text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
-        if not isinstance(text, str) or not text or any(ord(ch) < 32 for ch in text):
-            raise InvalidInputError(
-                "Worktree path must be a non-empty str or path without control characters",
-                url=repo.redacted,
-                commit=commit,
-            )
-        target = Path(text).absolute()
-        if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise WorktreeError(
-                f"Worktree path {target} exists and is not an empty directory",
-                url=repo.redacted,
-                commit=commit,
-            )
-        # Compare real paths: '..' and symlinks must not smuggle a worktree into the cache.
-        real_target = Path(os.path.realpath(target))
-        real_cache = Path(os.path.realpath(self.cache_dir))
-        if real_target == real_cache or real_cache in real_target.parents:
-            raise InvalidInputError(
-                f"Worktree path {target} is inside the cache", url=repo.redacted, commit=commit
-            )
-        return target
 
     def run_in_worktree(
         self,

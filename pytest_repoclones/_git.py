@@ -294,11 +294,23 @@ def run_git(
         text=True,
         errors="replace",
     )
+    stdout, stderr = _wait(process, args, stdin, timeout, url, progress)
+    return GitResult(tuple(args), process.returncode, stdout, stderr)
+
+
+def _wait(
+    process: subprocess.Popen[str],
+    args: Sequence[str],
+    stdin: str | None,
+    timeout: float,
+    url: str | None,
+    progress: Callable[[str], None] | None,
+) -> tuple[str, str]:
+    """git's output once it ended; past ``timeout`` (or on Ctrl-C) its whole group is killed."""
     try:
         if progress is None:
-            stdout, stderr = process.communicate(stdin, timeout=timeout)
-        else:
-            stdout, stderr = _communicate_with_progress(process, timeout, progress)
+            return process.communicate(stdin, timeout=timeout)
+        return _communicate_with_progress(process, timeout, progress)
     except subprocess.TimeoutExpired:
         _kill_group(process)
         command = " ".join(args[:1])
@@ -310,7 +322,6 @@ def run_git(
     except BaseException:
         _kill_group(process)
         raise
-    return GitResult(tuple(args), process.returncode, stdout, stderr)
 
 
 def _command(

@@ -3,11 +3,13 @@ reaches git's argv, so it is checked before git sees it."""
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, WorktreeError
 
-__all__ = ["check_filter", "check_seconds", "sparse_arguments"]
+__all__ = ["check_filter", "check_seconds", "check_worktree_path", "sparse_arguments"]
 
 
 def check_seconds(name: str, value: object) -> float:
@@ -58,3 +60,29 @@ def sparse_arguments(sparse: object) -> list[str] | None:
 
 
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_worktree_path(path: object, cache_dir: Path, url: str, commit: str | None) -> Path:
+    """The absolute path a new worktree may take: empty or absent, and not in the cache."""
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
+    if not isinstance(text, str) or not text or any(ord(ch) < 32 for ch in text):
+        raise InvalidInputError(
+            "Worktree path must be a non-empty str or path without control characters",
+            url=url,
+            commit=commit,
+        )
+    target = Path(text).absolute()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise WorktreeError(
+            f"Worktree path {target} exists and is not an empty directory",
+            url=url,
+            commit=commit,
+        )
+    # Compare real paths: '..' and symlinks must not smuggle a worktree into the cache.
+    real_target = Path(os.path.realpath(target))
+    real_cache = Path(os.path.realpath(cache_dir))
+    if real_target == real_cache or real_cache in real_target.parents:
+        raise InvalidInputError(
+            f"Worktree path {target} is inside the cache", url=url, commit=commit
+        )
+    return target

@@ -179,6 +179,26 @@ def parse_url(url: object, protocols: tuple[str, ...] = DEFAULT_PROTOCOLS) -> Re
     if not isinstance(text, str):
         raise InvalidInputError("Repository URL must be a str path, not bytes")
     shown = redact(text)
+    _refuse_misreadable(text, shown)
+    scheme_match = _SCHEME_RE.match(text)
+    if scheme_match:
+        return _parse_scheme_url(text, scheme_match, protocols)
+    scp = _SCP_RE.match(text)
+    if scp and not os.path.exists(text) and "/" not in text.split(":", 1)[0]:
+        if _SCP_PASSWORD_RE.match(text):
+            raise InvalidInputError(
+                "Repository URL looks like user:password@host:path; git would read 'user' as "
+                "the host, and scp-like syntax cannot carry a password",
+                url=shown,
+                hint="use ssh://user@host/path with a key, or https://user:password@host/path",
+            )
+        return _parse_scp_url(text, scp, protocols)
+    return _parse_local_path(text, protocols)
+
+
+def _refuse_misreadable(text: str, shown: str) -> None:
+    """What git would misread, refused before it sees it (``shown`` is redacted)."""
+    __tracebackhide__ = True  # its arguments may hold a secret
     if not text.strip():
         raise InvalidInputError("Repository URL is empty")
     if len(text) > MAX_URL_LENGTH:
@@ -202,20 +222,6 @@ def parse_url(url: object, protocols: tuple[str, ...] = DEFAULT_PROTOCOLS) -> Re
             url=shown,
             hint="use an https://, ssh://, git:// or file:// URL or a local path",
         )
-    scheme_match = _SCHEME_RE.match(text)
-    if scheme_match:
-        return _parse_scheme_url(text, scheme_match, protocols)
-    scp = _SCP_RE.match(text)
-    if scp and not os.path.exists(text) and "/" not in text.split(":", 1)[0]:
-        if _SCP_PASSWORD_RE.match(text):
-            raise InvalidInputError(
-                "Repository URL looks like user:password@host:path; git would read 'user' as "
-                "the host, and scp-like syntax cannot carry a password",
-                url=shown,
-                hint="use ssh://user@host/path with a key, or https://user:password@host/path",
-            )
-        return _parse_scp_url(text, scp, protocols)
-    return _parse_local_path(text, protocols)
 
 
 def _require_protocol(scheme: str, protocols: tuple[str, ...], shown: str) -> None:

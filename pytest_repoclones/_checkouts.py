@@ -363,6 +363,17 @@ class Checkouts:
             raise
         return worktree
 
+    def _lazy_fetch_access(
+        self, repo: RepoURL, worktree: Worktree
+    ) -> tuple[list[str], dict[str, str]]:
+        """A partial clone fetches missing blobs during checkout: it needs the credentials,
+        or, offline, a promisor that fails at once instead of reaching the network."""
+        if not self._entries.is_partial(repo) or worktree.isolated:
+            return [], {}
+        if self.offline:
+            return [], {"GIT_ALLOW_PROTOCOL": "none"}  # no transport at all: fails at once
+        return self._remote(repo).auth()
+
     def run_in_worktree(
         self,
         repo: RepoURL,
@@ -372,16 +383,7 @@ class Checkouts:
         check: bool = True,
         stdin: str | None = None,
     ) -> GitResult:
-        # A partial clone fetches missing blobs during checkout: it needs the credentials,
-        # or, offline, a promisor that fails at once instead of reaching the network.
-        pre_args: list[str] = []
-        extra_env: dict[str, str] = {}
-        if self._entries.is_partial(repo) and not worktree.isolated:
-            if self.offline:
-                # No transport at all: a lazy fetch of a missing blob fails at once.
-                extra_env = {"GIT_ALLOW_PROTOCOL": "none"}
-            else:
-                pre_args, extra_env = self._remote(repo).auth()
+        pre_args, extra_env = self._lazy_fetch_access(repo, worktree)
         result = self._runner.run(
             args,
             key=repo.key,

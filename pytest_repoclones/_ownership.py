@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import secrets
 import socket
@@ -98,6 +97,26 @@ class Owner:
         return REASON_PREFIX + " ".join(f"{key}={value}" for key, value in fields.items())
 
 
+def _lock_now(fd: int) -> None:
+    """Take an exclusive lock on ``fd`` without waiting; BlockingIOError if it is held.
+
+    flock where there is one (Linux, macOS, and NFS through its lock manager); on Windows,
+    msvcrt's byte-range lock on the first byte, which the system also drops when the
+    holding process dies.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined,unused-ignore]
+        except OSError as exc:
+            raise BlockingIOError(errno.EAGAIN, str(exc)) from exc
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 def _create_locked(path: Path) -> int:
     """Create ``path`` already locked: built under a temporary name, locked, then renamed.
 
@@ -105,11 +124,18 @@ def _create_locked(path: Path) -> int:
     between; a rename keeps the inode, and with it the lock.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if os.name == "nt":
+        # Windows renames no open file; it deletes none either, so a pruner that finds it
+        # unlocked in the moment before the lock cannot remove it (and it names no
+        # registration yet).
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        _lock_now(fd)
+        return fd
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     # O_RDWR: on NFSv4 flock becomes a POSIX lock, which needs a file open for writing.
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _lock_now(fd)
         os.write(fd, f"pid={os.getpid()} host={socket.gethostname()}\n".encode())
         os.rename(tmp, path)
     except BaseException:
@@ -170,7 +196,7 @@ def owner_alive(cache_dir: Path, owner_id: str, *, forget_dead: bool = False) ->
             return True
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_now(fd)
         except BlockingIOError:
             return True
         except OSError:

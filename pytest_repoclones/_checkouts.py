@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ._entry import CacheEntries
 from ._files import leave_directory, read_stripped, rmtree
-from ._git import GitResult
+from ._git import SPARSE_MINIMUM_GIT, GitResult, check_git_version
 from ._inputs import check_worktree_path, sparse_arguments
 from ._layout import MARKER, CacheLayout, key_of
 from ._lock import RepoLock
@@ -101,6 +101,8 @@ class Checkouts:
         revision = parse_revision(commit)
         target = check_worktree_path(path, self.cache_dir, repo.redacted, commit)
         sparse_args = sparse_arguments(sparse)
+        if sparse_args is not None:
+            check_git_version(SPARSE_MINIMUM_GIT, needed_for="sparse worktrees")
         auto_branch = branch is None
         branch = check_branch_name(branch if branch is not None else self._new_branch_name())
         network_before = self._network_ops(repo)
@@ -117,6 +119,10 @@ class Checkouts:
         )
         stats = self._stats(repo)
         stats.worktrees += 1
+        # The one definition of a cache hit (the summary relies on it): making this worktree
+        # needed no clone and no fetch by this process. What prefetch fetched before the test
+        # ran was not this worktree's doing, so its worktree is a hit; worktrees = hits + the
+        # worktrees that needed the network, whatever the clone and fetch counters say.
         if self._network_ops(repo) == network_before:
             stats.cache_hits += 1
         self._entries.touch(git_dir)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,7 +24,14 @@ from pathlib import Path
 from .errors import GitTimeoutError, RepoClonesError
 from .urls import DEFAULT_PROTOCOLS
 
-__all__ = ["GitResult", "git_environment", "run_git"]
+__all__ = [
+    "MINIMUM_GIT",
+    "SPARSE_MINIMUM_GIT",
+    "GitResult",
+    "check_git_version",
+    "git_environment",
+    "run_git",
+]
 
 # `git rev-parse --local-env-vars` on git 2.39: inherited from a git hook (pytest run by a
 # pre-commit hook, say), GIT_DIR would override --git-dir/-C and point git at the user's project.
@@ -105,12 +114,39 @@ class GitResult:
 
     @property
     def error_line(self) -> str:
-        """git's most telling line: the first 'fatal:'/'error:' line, else the last line."""
+        """git's telling lines: the first 'fatal:'/'error:' line and the lines that explain it,
+        else the last line.
+
+        git often splits one error over lines: ``fatal: unable to connect to host:`` and then
+        ``host[0: 1.2.3.4]: errno=Connection refused``. The first alone names no cause, so up
+        to ERROR_LINES lines (ERROR_CHARS characters) from it on are kept. Callers redact it
+        (``repo.scrub``) as before: every kept line comes from the same stderr.
+        """
         lines = [line.strip() for line in self.stderr.splitlines() if line.strip()]
-        for line in lines:
+        for at, line in enumerate(lines):
             if line.startswith(("fatal:", "error:")):
-                return line
-        return lines[-1] if lines else f"git exited with status {self.returncode}"
+                return _bounded(lines[at : at + ERROR_LINES])
+        return lines[-1][:ERROR_CHARS] if lines else f"git exited with status {self.returncode}"
+
+
+# How much of git's stderr an error message keeps: enough for the cause git prints after its
+# first line, bounded so that a chatty remote (a long banner, a hook's output) cannot flood
+# a test report.
+ERROR_LINES = 3
+ERROR_CHARS = 300
+# Continuation lines line up under the first in RepoClonesError's "  git: ..." line.
+_CONTINUATION = "\n       "
+
+
+def _bounded(lines: list[str]) -> str:
+    kept: list[str] = []
+    used = 0
+    for line in lines:
+        if kept and used + len(line) > ERROR_CHARS:
+            break  # a whole explanatory line or none: half a line reads as a different error
+        kept.append(line[:ERROR_CHARS])
+        used += len(kept[-1])
+    return _CONTINUATION.join(kept)
 
 
 def _load_prctl() -> Callable[..., int] | None:
@@ -409,3 +445,50 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
             if pipe is not None:
                 pipe.close()
         process.wait()
+
+
+#: The oldest git the plugin works with. Every fetch passes `--no-write-fetch-head` and
+#: `--no-auto-maintenance` (both new in git 2.29, which older git rejects as unknown options),
+#: and fetching an unadvertised commit by name relies on protocol v2, git's default since 2.29.
+#: Everything else it runs is older (`clone --dissociate` 2.3, `fsck --connectivity-only`
+#: 2.11, partial clone 2.17, `tree:0` 2.20); `checkout.workers` (2.32) is only a setting,
+#: which older git ignores.
+MINIMUM_GIT = (2, 29)
+#: `git sparse-checkout set --cone/--no-cone` (what ``sparse=`` runs) is new in git 2.35;
+#: before, `set` takes `--cone` for a pattern.
+SPARSE_MINIMUM_GIT = (2, 35)
+
+_VERSION_RE = re.compile(r"git version (\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def check_git_version(
+    minimum: tuple[int, int] = MINIMUM_GIT, needed_for: str | None = None
+) -> tuple[int, ...] | None:
+    """Raise RepoClonesError naming the version found and ``minimum`` if git is older.
+
+    Meant for the first use of git in a process: an older git fails with one clear message
+    instead of an obscure "unknown option" in the middle of a clone. `git --version` runs once
+    per process and git executable (cached), so the check costs nothing after the first call.
+    Returns the version found, or None if git printed something unexpected (a distribution's
+    odd format must not lock users out of a git that works).
+    """
+    found = _git_version(_git_executable())
+    if found is None or found[:2] >= minimum:
+        return found
+    wanted = ".".join(map(str, minimum))
+    purpose = f" for {needed_for}" if needed_for else ""
+    raise RepoClonesError(
+        f"git {'.'.join(map(str, found))} found; pytest-repoclones needs git >= {wanted}{purpose}",
+        hint=f"install git {wanted} or newer, or put it first on PATH",
+    )
+
+
+@functools.cache
+def _git_version(executable: str) -> tuple[int, ...] | None:
+    # Keyed by the executable so that a changed PATH is checked again; run_git for its
+    # hardened environment and time limit (a wedged git must not hang the first test).
+    result = run_git(["--version"], env=git_environment(), timeout=60)
+    match = _VERSION_RE.search(result.stdout) if result.ok else None
+    if match is None:
+        return None
+    return tuple(int(part) for part in match.groups() if part is not None)

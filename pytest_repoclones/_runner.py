@@ -62,6 +62,8 @@ class GitRunner:
     ) -> GitResult:
         """Run git (in ``git_dir``, or in ``cwd``); time counts for repository ``key``
         (default: ``git_dir``'s)."""
+        # Once per process (cached): an older git gets one clear error, not an obscure one.
+        _git.check_git_version()
         start = time.perf_counter()
         try:
             return self._recovering_stale_git_locks(

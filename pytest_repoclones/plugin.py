@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
+import os
+import shlex
 import sys
 import uuid
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -38,7 +41,13 @@ SAVED_COUNTERS_KEY = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("repoclones", "git worktrees from a shared clone cache")
+    # pytest's own "Environment variables" list in --help is fixed, so the variables the plugin
+    # reads are named in the group's title, which --help prints above the options.
+    group = parser.getgroup(
+        "repoclones",
+        f"git worktrees from a shared clone cache (environment: {CACHE_DIR_ENV}=PATH, "
+        f"{OFFLINE_ENV}=1)",
+    )
     group.addoption(
         "--repo-cache-dir",
         dest="repo_cache_dir",
@@ -85,9 +94,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Make new clones partial, e.g. blob:none (blobs are fetched when checked out)",
     )
     parser.addini("repo_cache_dir", "Directory of the shared clone cache", default="")
-    parser.addini("repo_timeout", "Time limit of each git network operation, seconds", default="")
+    # A number where pytest has the type, so that pytest 9's native [tool.pytest] table takes
+    # `repo_timeout = 5`; None when unset, so an explicit 0 is still refused as "not > 0".
+    seconds = seconds_ini_type(pytest.version_tuple)
     parser.addini(
-        "repo_lock_timeout", "How long to wait for a repository's lock, seconds", default=""
+        "repo_timeout",
+        "Time limit of each git network operation, seconds",
+        type=seconds,
+        default=None,
+    )
+    parser.addini(
+        "repo_lock_timeout",
+        "How long to wait for a repository's lock, seconds",
+        type=seconds,
+        default=None,
     )
     parser.addini("repo_reuse", "Reuse worktrees between tests", type="bool", default=False)
     parser.addini("repo_offline", "Never contact a remote", type="bool", default=False)
@@ -95,6 +115,53 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("repo_clone_filter", "Partial-clone filter for new clones", default="")
     parser.addini(
         "repo_clone_filters", "Per-repository clone filters, lines of 'URL FILTER'", type="linelist"
+    )
+
+
+def seconds_ini_type(version: tuple[int | str, ...]) -> Literal["float", "string"]:
+    """The ini type of a number of seconds under pytest ``version``.
+
+    ``addini(type="float")`` exists from pytest 8.4 (changelog #11381); pytest 8.0 to 8.3 assert
+    on it (and under ``python -O`` would fail later, in getini), hence a version check rather
+    than trying. With "string", settings.py converts the value itself.
+    """
+    major, minor = (int(part) for part in version[:2])
+    return "float" if (major, minor) >= (8, 4) else "string"
+
+
+def spaced_cache_dir_option(args: Sequence[str]) -> str | None:
+    """The PATH of ``--repo-cache-dir PATH`` written as two arguments, else None.
+
+    pytest picks its rootdir and ini file from the non-option arguments before any plugin's
+    options are known, so it takes such a PATH for a test path: with an existing PATH the run
+    may lose the project's configuration. Only the ``=`` form is safe.
+    """
+    for flag, value in itertools.pairwise(args):
+        if flag == "--":
+            break
+        if flag == "--repo-cache-dir":
+            return value
+    return None
+
+
+def _warn_spaced_cache_dir(config: pytest.Config) -> None:
+    # PYTEST_ADDOPTS is prepended to the arguments pytest looks for paths in, so it counts too.
+    args = [
+        *shlex.split(os.environ.get("PYTEST_ADDOPTS", "")),
+        *config.invocation_params.args,
+    ]
+    path = spaced_cache_dir_option(args)
+    if path is None:
+        return
+    config.issue_config_time_warning(
+        pytest.PytestConfigWarning(
+            f"repoclones: write --repo-cache-dir={path} (with '='), not '--repo-cache-dir "
+            f"{path}': pytest chooses its rootdir and ini file before it knows this option, "
+            f"takes {path} for a test path, and may have used the wrong configuration for "
+            f"this run (rootdir {config.rootpath}, ini file {config.inipath or 'none'}). "
+            f"{CACHE_DIR_ENV}={path} works too."
+        ),
+        stacklevel=2,
     )
 
 
@@ -106,6 +173,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "repo_worktree fixture gives; a list of commits parametrizes the test over them",
     )
     workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:  # workers get their arguments from the controller, which warns
+        _warn_spaced_cache_dir(config)
     if workerinput is not None:
         # A SIGKILLed controller must not leave its workers making worktrees (and starting
         # git in the cache) for seconds; their git dies with them in turn.
@@ -312,7 +381,16 @@ def worktree(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorktreeFactory]:
-    """Factory ``worktree(url, commit=None) -> Worktree``; every worktree is removed afterwards."""
+    """Factory ``worktree(url, commit=None, *, sparse=None, isolate=False) -> Worktree``: a
+    new worktree of ``commit`` of ``url`` (default: the remote's default branch) on a new branch;
+    ``sparse=["src/", "docs/index.md"]`` checks out only those paths; ``isolate=True`` gives a
+    repository of its own holding only the commit and its ancestors (no other branch, tag or
+    remote). Call it as often as needed; every worktree is removed at teardown.
+
+    ``commit`` is a full or abbreviated object name, a branch, a tag or a ref such as
+    ``refs/pull/7/head``. The result is a :class:`Worktree` (``path``, ``url``, ``commit``,
+    ``branch``), usable wherever a path is.
+    """
     factory = WorktreeFactory(
         repo_store,
         lambda name: tmp_path_factory.mktemp(name, numbered=True),

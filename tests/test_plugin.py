@@ -71,7 +71,7 @@ def records(pytester: pytest.Pytester) -> list[dict[str, Any]]:
 
 
 def run(pytester: pytest.Pytester, cache_dir: Path | None, *args: str) -> pytest.RunResult:
-    cache_args = ("--repo-cache-dir", str(cache_dir)) if cache_dir is not None else ()
+    cache_args = (f"--repo-cache-dir={cache_dir}",) if cache_dir is not None else ()
     return pytester.runpytest_subprocess(*cache_args, "-p", "no:cacheprovider", *args, timeout=180)
 
 

@@ -4,7 +4,9 @@ Every removal follows the store's own rules, so that it is safe while test sessi
 
 * under the entry's lock, taken with a short timeout: a busy entry is skipped, not waited for;
 * never while a worktree of a live process (or a kept or hand-made worktree) is registered in
-  it: that process would lose its checkout's repository under its feet;
+  it: that process would lose its checkout's repository under its feet. ``force`` lifts this
+  for kept worktrees only (their owner is gone; a human asked to drop them), never for live
+  or hand-made ones;
 * by renaming into ``tmp/trash.*`` first, so readers see a complete entry or none, and what a
   killed gc leaves behind is deleted by the next session.
 
@@ -15,17 +17,18 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from . import settings
+from ._entry import NAMED_PREFIX
 from ._files import read_stripped, rmtree
 from ._git import git_environment, run_git
 from ._layout import MARKER, CacheLayout, read_marker
 from ._lock import RepoLock
-from ._ownership import judge, points_back
+from ._ownership import Registration, judge, points_back
 from ._processes import pid_alive
-from ._remote import PIN_PREFIX
+from ._remote import PIN_PREFIX, REMOTE_HEAD
 from ._runner import GitRunner
 from ._units import (  # noqa: F401 - also importable from here, as before
     format_age,
@@ -35,7 +38,7 @@ from ._units import (  # noqa: F401 - also importable from here, as before
     parse_size,
     tree_size,
 )
-from .cache_records import Entry, GcReport, Removal, VerifyResult
+from .cache_records import Entry, GcReport, Prefetched, Removal, VerifyResult
 from .errors import InvalidInputError, LockTimeoutError, RepoClonesError
 from .health import find_problem, tips_without_trees
 from .store import RepoStore
@@ -45,6 +48,7 @@ __all__ = [
     "CacheAdmin",
     "Entry",
     "GcReport",
+    "Prefetched",
     "Removal",
     "VerifyResult",
     "format_size",
@@ -62,12 +66,22 @@ VERIFY_LOCK_TIMEOUT = 30.0
 FSCK_TIMEOUT = 3600.0
 
 
-def resolve_cache_dir(option: str | os.PathLike[str] | None) -> tuple[Path, str]:
-    """The cache directory and where it came from: option, environment, or default.
+def resolve_cache_dir(
+    option: str | os.PathLike[str] | None, cwd: Path | None = None
+) -> tuple[Path, str]:
+    """The cache directory and where it came from: option, environment, the ``repo_cache_dir``
+    of the pytest configuration pytest would use in ``cwd`` (default: the current directory),
+    or the user default. The same order as the plugin's, so that ``pytest-repoclones list``
+    run in a project shows the cache its test sessions use."""
 
-    The pytest ini file is not read: the command may run anywhere, outside any project.
-    """
-    return settings.resolve_cache_dir(option, "--cache-dir")
+    def project() -> tuple[Path, str] | None:
+        try:
+            start = cwd if cwd is not None else Path.cwd()
+        except OSError:  # the current directory was deleted: no project around us
+            return None
+        return settings.project_cache_dir(start)
+
+    return settings.resolve_cache_dir(option, "--cache-dir", ini=project)
 
 
 def _quiet(_message: str) -> None:
@@ -141,7 +155,7 @@ class CacheAdmin:
             last_used=last_used,
             size=tree_size(git_dir),
             pins=None if pins is None else len(pins),
-            worktrees=len(_admin_dirs(git_dir)),
+            worktrees=sum(1 for admin in _admin_dirs(git_dir) if _checkout_exists(admin)),
             complete=metadata is not None and isinstance(url, str),
         )
 
@@ -151,18 +165,31 @@ class CacheAdmin:
         The store's own rule (_ownership.judge: an owner lives while it holds its lock, in any
         pid namespace or on any host); exact only under the entry's lock.
         """
+        return [r.describe() for r in self._blockers(git_dir)]
+
+    def _blockers(self, git_dir: Path) -> list[Registration]:
+        """The registrations that keep the entry from removal, live ones first (what --force
+        cannot lift is what the user must hear about first)."""
         verdicts: dict[str, bool] = {}
         registrations = [
             judge(self.cache_dir, admin, verdicts=verdicts) for admin in _admin_dirs(git_dir)
         ]
-        return [r.describe() for r in registrations if r.in_use]
+        in_use = [r for r in registrations if r.in_use]
+        return sorted(in_use, key=lambda r: r.state == "kept")
 
     # -- removing --------------------------------------------------------------------------
 
     def remove(
-        self, entry: Entry, why: str, *, dry_run: bool = False, unused_since: bool = False
+        self,
+        entry: Entry,
+        why: str,
+        *,
+        dry_run: bool = False,
+        unused_since: bool = False,
+        force: bool = False,
     ) -> Removal:
-        """Remove ``entry`` unless it is in use. ``unused_since``: also unless used meanwhile."""
+        """Remove ``entry`` unless it is in use. ``unused_since``: also unless used meanwhile.
+        ``force``: kept worktrees do not count as a use (they go with the entry)."""
         if self.layout.read_only:
             return Removal(entry, why, skipped="the cache is read-only")
         lock = self._lock(entry.key, entry.shown_url, PROBE_LOCK_TIMEOUT)
@@ -172,12 +199,22 @@ class CacheAdmin:
                     return Removal(entry, why, skipped="already gone")
                 if unused_since and _mtime(entry.git_dir / MARKER) > entry.last_used + 1:
                     return Removal(entry, why, skipped="used meanwhile")
-                users = self.users(entry.git_dir)
-                if users:
-                    return Removal(entry, why, skipped=f"in use by {_first(users)}")
+                blockers = self._blockers(entry.git_dir)
+                kept = tuple(r.tree for r in blockers if r.state == "kept" and r.tree)
+                if force:
+                    blockers = [r for r in blockers if r.state != "kept"]
+                if blockers:
+                    users = [r.describe() for r in blockers]
+                    skipped = f"in use by {_first(users)}"
+                    if all(r.state == "kept" for r in blockers):
+                        # Otherwise nothing says how to get rid of it, short of deleting the
+                        # directory by hand.
+                        skipped += " (left by --repo-keep; --force removes it)"
+                    return Removal(entry, why, skipped=skipped)
                 if not dry_run:
+                    # The kept checkouts go too: without the entry they are broken worktrees.
                     self._discard_entry_locked(entry.git_dir)
-                return Removal(entry, why)
+                return Removal(entry, why, kept=kept)
         except LockTimeoutError:
             return Removal(entry, why, skipped=f"in use: lock held by {lock.describe_owner()}")
 
@@ -198,8 +235,10 @@ class CacheAdmin:
             if points_back(tree, admin):
                 rmtree(tree)
 
-    def clear(self, entries: Sequence[Entry], *, dry_run: bool = False) -> list[Removal]:
-        return [self.remove(entry, "cleared", dry_run=dry_run) for entry in entries]
+    def clear(
+        self, entries: Sequence[Entry], *, dry_run: bool = False, force: bool = False
+    ) -> list[Removal]:
+        return [self.remove(entry, "cleared", dry_run=dry_run, force=force) for entry in entries]
 
     def clean_leftovers(self, *, dry_run: bool = False) -> list[tuple[Path, int]]:
         """Clones and trash that killed processes left in ``tmp/``; each checked as the store does.
@@ -244,9 +283,11 @@ class CacheAdmin:
         max_size: int | None = None,
         dry_run: bool = False,
         now: float | None = None,
+        force: bool = False,
     ) -> GcReport:
         """Remove entries unused for ``older_than`` seconds, then the least recently used ones
-        until the entries total at most ``max_size`` bytes; and ``tmp/`` leftovers."""
+        until the entries total at most ``max_size`` bytes; and ``tmp/`` leftovers.
+        ``force``: also entries that only kept worktrees hold."""
         now = time.time() if now is None else now
         report = GcReport(leftovers=self.clean_leftovers(dry_run=dry_run))
         kept: list[Entry] = []
@@ -259,7 +300,7 @@ class CacheAdmin:
             elif older_than is not None and age > older_than:
                 why = f"unused for {format_span(age)}"
             if why is not None:
-                removal = self.remove(entry, why, dry_run=dry_run, unused_since=True)
+                removal = self.remove(entry, why, dry_run=dry_run, unused_since=True, force=force)
                 report.removals.append(removal)
                 tried.add(entry.key)
                 if removal.removed:
@@ -273,7 +314,7 @@ class CacheAdmin:
                 if entry.key in tried:
                     continue
                 why = f"cache above {format_size(max_size)}"
-                removal = self.remove(entry, why, dry_run=dry_run, unused_since=True)
+                removal = self.remove(entry, why, dry_run=dry_run, unused_since=True, force=force)
                 report.removals.append(removal)
                 if removal.removed:
                     kept.remove(entry)
@@ -373,19 +414,94 @@ class CacheAdmin:
     # -- warming ---------------------------------------------------------------------------
 
     def prefetch(
-        self, url: str, commits: Sequence[str], *, clone_filter: str | None = None
-    ) -> tuple[Path, list[tuple[str, str]]]:
-        """Clone ``url`` if needed and fetch ``commits`` (default: the default branch)."""
+        self,
+        requests: Sequence[tuple[str, Sequence[str]]],
+        *,
+        clone_filter: str | None = None,
+    ) -> Iterator[Prefetched]:
+        """For each ``(url, commits)``: clone ``url`` if needed, then fetch each commit
+        (default: the default branch). One step per repository and per commit, yielded as it
+        ends, so a long run shows progress; a failure is a step too and the others still run
+        (a CI image build wants to hear of every missing commit at once, not one per try)."""
+        # One store for all: a remote that does not answer fails at once for its next commits.
         store = RepoStore(
             self.cache_dir,
             notice=self._notice,
             progress=self._progress,
             clone_filter=clone_filter,
         )
-        git_dir = store.clone(url)
-        names: list[str | None] = list(commits) or [None]
-        resolved = [(name or "(default branch)", store.resolve(url, name)) for name in names]
-        return git_dir, resolved
+        for url, commits in requests:
+            shown = redact(url)
+            names: list[str | None] = list(commits) or [None]
+            try:
+                key = parse_url(url, store.protocols).key
+                before = _transfers(store, key)
+                git_dir = store.clone(url)
+            except (RepoClonesError, OSError) as exc:
+                yield Prefetched(shown, None, "failed", detail=_reason(exc))
+                # Its commits cannot be had without the clone: each says so, so that every
+                # commit asked for has its line and counts as failed.
+                for name in names:
+                    shown_name = name or "(default branch)"
+                    yield Prefetched(shown, shown_name, "failed", detail="the clone failed")
+                continue
+            cloned = _transfers(store, key) > before
+            yield Prefetched(shown, None, "fetched" if cloned else "cached", git_dir=git_dir)
+            for name in names:
+                shown_name = name or "(default branch)"
+                had = None if cloned else _cached_commit(git_dir, name)
+                try:
+                    sha = store.resolve(url, name)
+                except (RepoClonesError, OSError) as exc:
+                    yield Prefetched(shown, shown_name, "failed", detail=_reason(exc))
+                    continue
+                # Not "a fetch ran": a branch name is always checked against the remote, and
+                # that is no news when the branch had not moved. New is what the cache did
+                # not have under that name when its turn came (a tag that an earlier
+                # commit's refresh of branches and tags brought counts as cached).
+                status = "cached" if had == sha else "fetched"
+                yield Prefetched(shown, shown_name, status, sha=sha, git_dir=git_dir)
+
+
+def _cached_commit(git_dir: Path, name: str | None) -> str | None:
+    """The commit ``name`` gives in the cache as it is, without contacting the remote: where
+    the store's resolver looks for it (see _resolve.Resolver._lookup_name). None if none."""
+    if name is None:
+        refs = [REMOTE_HEAD]
+    elif name.startswith(("refs/heads/", "refs/tags/")):
+        refs = [name.replace("refs/heads/", "refs/remotes/origin/", 1)]
+    elif name.startswith("refs/"):
+        refs = [NAMED_PREFIX + name[len("refs/") :]]
+    else:  # an object name (full or abbreviated), else a short branch or tag name
+        refs = [name, f"refs/tags/{name}", f"refs/remotes/origin/{name}"]
+    try:
+        result = run_git(
+            ["cat-file", "--batch-check=%(objectname) %(objecttype)"],
+            env=git_environment(),
+            git_dir=git_dir,
+            stdin="".join(f"{ref}^{{commit}}\n" for ref in refs),
+        )
+    except (RepoClonesError, OSError):
+        return None  # only the report's wording depends on it: "fetched" then
+    for line in result.stdout.splitlines():
+        sha, _, kind = line.partition(" ")
+        if kind == "commit":
+            return sha
+    return None
+
+
+def _transfers(store: RepoStore, key: str) -> int:
+    stats = store.stats.get(key)
+    return 0 if stats is None else stats.clones + stats.fetches
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for a failed step: the problem and git's own line (already redacted)."""
+    if isinstance(exc, RepoClonesError):
+        # git's error may span lines (a "remote:" line, then "fatal:"): keep them on one.
+        git = "; ".join(line.strip() for line in (exc.git_error or "").splitlines() if line.strip())
+        return exc.problem + (f" (git: {git})" if git else "")
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _rebuild_url(entry: Entry, url: str | None) -> str | None:
@@ -466,6 +582,13 @@ def _admin_dirs(git_dir: Path) -> list[Path]:
         return sorted(path for path in root.iterdir() if path.is_dir())
     except OSError:
         return []
+
+
+def _checkout_exists(admin: Path) -> bool:
+    """Whether the checkout registered in ``admin`` is on disk (git's ``gitdir`` file names
+    its ``.git``)."""
+    gitdir_file = read_stripped(admin / "gitdir")
+    return gitdir_file is not None and gitdir_file != "" and Path(gitdir_file).parent.is_dir()
 
 
 def _mtime(path: Path) -> float:

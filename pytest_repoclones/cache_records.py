@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Entry", "GcReport", "Removal", "VerifyResult"]
+__all__ = ["Entry", "GcReport", "Prefetched", "Removal", "VerifyResult"]
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,8 @@ class Entry:
     size: int
     #: Commits fetched by object name (None if the refs could not be read).
     pins: int | None
-    #: Registered worktrees, live or not.
+    #: Registered worktrees whose directory exists (live, kept or left by a killed process):
+    #: a kept one deleted by hand is a husk the next session prunes, not a worktree.
     worktrees: int
     #: Has a readable completion marker; otherwise the next session discards and re-clones it.
     complete: bool
@@ -59,6 +60,8 @@ class Removal:
     entry: Entry
     why: str
     skipped: str | None = None
+    #: Kept worktrees (``--repo-keep``) removed with the entry, as ``--force`` asked.
+    kept: tuple[Path, ...] = ()
 
     @property
     def removed(self) -> bool:
@@ -91,6 +94,26 @@ class VerifyResult:
     @property
     def failed(self) -> bool:
         return self.status == "damaged"
+
+
+@dataclass(frozen=True)
+class Prefetched:
+    """One step of a prefetch: getting a repository (``commit`` None), or one commit of it.
+
+    ``status``: ``fetched`` (the remote was contacted for it: cloned, or fetched), ``cached``
+    (the cache already had it), ``failed`` (``detail`` says why; the next steps still run).
+    """
+
+    url: str  # redacted
+    commit: str | None
+    status: str
+    sha: str | None = None
+    detail: str = ""
+    git_dir: Path | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
 
 
 def _iso(timestamp: float) -> str:

@@ -15,12 +15,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
+from typing import TextIO
 
 from ._units import format_age, format_size, parse_duration, parse_size
 from .cache_admin import CacheAdmin, resolve_cache_dir
-from .cache_records import Entry, Removal
+from .cache_records import Entry, Prefetched, Removal
 from .errors import RepoClonesError
-from .settings import CACHE_DIR_ENV
+from .settings import CACHE_DIR_ENV, ProjectConfigError
 from .urls import redact
 
 __all__ = ["main"]
@@ -32,9 +33,12 @@ Manage the shared clone cache of pytest-repoclones: see what it holds, warm it f
 prune it, check it, empty it. Safe while test sessions run: an entry a session is using is
 never removed.
 
-The cache directory is --cache-dir, else ${CACHE_DIR_ENV}, else the user cache directory
-(~/.cache/pytest-repoclones, or $XDG_CACHE_HOME/pytest-repoclones). The pytest ini option
-repo_cache_dir is NOT read here: if a project sets it, pass the same path as --cache-dir."""
+The cache directory is --cache-dir, else ${CACHE_DIR_ENV}, else the pytest ini option
+repo_cache_dir of the project in the current directory (read from the configuration file pytest
+would use: pytest.toml, pytest.ini, pyproject.toml, tox.ini or setup.cfg, the first with a
+pytest section walking up; a relative path is relative to that file), else the user cache
+directory (~/.cache/pytest-repoclones, or $XDG_CACHE_HOME/pytest-repoclones), as in the
+plugin. Every command says which one it uses and why."""
 
 _EPILOG = """\
 exit status: 0 success; 1 the operation failed (prefetch could not fetch, verify left a
@@ -42,6 +46,14 @@ damaged entry, clear found an entry in use or not cached); 2 usage error.
 
 Run '%(prog)s COMMAND --help' for the options of a command."""
 
+_CACHE_DIR_HELP = (
+    f"the cache directory (default: ${CACHE_DIR_ENV}, else the project's pytest ini option "
+    "repo_cache_dir, else the user cache directory)"
+)
+_FORCE_HELP = (
+    "also remove repositories that only worktrees kept by --repo-keep hold, with those "
+    "worktrees (never one a running session uses)"
+)
 _SIZE_HELP = "sizes: bytes, or with a binary unit: 10K, 500M, 1.5G, 5G (K = 1024)"
 _DURATION_HELP = "durations: a number and a unit: 90m, 12h, 30d, 2w (also s)"
 
@@ -58,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     try:
         cache_dir, source = resolve_cache_dir(args.cache_dir)
+    except ProjectConfigError as exc:
+        # pytest would refuse this file too; an explicit directory does not need it.
+        _warn(f"{PROG}: error: {exc.problem}\n  hint: fix it, or pass --cache-dir PATH")
+        return 2
     except (RepoClonesError, RuntimeError) as exc:
         # No home directory (HOME unset under a uid without a passwd entry, as in containers
         # run with an arbitrary uid): a usage error that says what to set, not a traceback.
@@ -106,7 +122,7 @@ def _cmd_list(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int:
         }
         print(json.dumps(document, indent=2))
         return 0
-    print(f"cache: {admin.cache_dir} (from {source})")
+    _header(admin, source)
     if not entries:
         print("no cached repositories")
         return 0
@@ -132,15 +148,52 @@ def _cmd_list(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int:
 
 
 def _cmd_prefetch(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int:
-    git_dir, resolved = admin.prefetch(args.url, args.commits, clone_filter=args.filter)
-    print(f"cached {_shown(args.url)} in {git_dir}")
-    for name, sha in resolved:  # like git ls-remote: object name, then what named it
-        print(f"  {sha}" if name == sha else f"  {sha}  {name}")
+    requests: list[tuple[str, list[str]]] = []
+    if args.url is not None:
+        requests.append((args.url, args.commits))
+    for url, *commits in args.more or []:
+        requests.append((url, commits))
+    _header(admin, source, sys.stderr)
+    failed = total = 0
+    for step in admin.prefetch(requests, clone_filter=args.filter):
+        _print_prefetched(step)
+        if step.commit is not None:  # a failed clone fails each of its commits too
+            total += 1
+            failed += step.failed
+    if failed:
+        _warn(f"{PROG}: error: {failed} of {total} commits could not be prefetched (see above)")
+        return 1
     return 0
 
 
+def _print_prefetched(step: Prefetched) -> None:
+    """One line per repository and per commit, flushed: a CI log shows how far it got."""
+    if step.commit is None:
+        if step.failed:
+            print(f"FAILED {step.url}: {step.detail}", flush=True)
+            # Also where errors go: a log of stderr alone must say which remote failed.
+            _warn(f"{PROG}: error: {step.detail} (repository {step.url})")
+        else:
+            done = "cloned" if step.status == "fetched" else "already cached"
+            print(f"cached {step.url} in {step.git_dir} ({done})", flush=True)
+        return
+    if step.failed:
+        print(f"  FAILED  {step.commit}: {step.detail}", flush=True)
+        return
+    done = "fetched" if step.status == "fetched" else "already cached"
+    # Like git ls-remote: object name, then what named it (unless it was the name itself).
+    named = "" if step.commit == step.sha else f"  {step.commit}"
+    print(f"  {step.sha}{named}  ({done})", flush=True)
+
+
 def _cmd_gc(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int:
-    report = admin.gc(older_than=args.older_than, max_size=args.max_size, dry_run=args.dry_run)
+    _header(admin, source, sys.stderr)
+    report = admin.gc(
+        older_than=args.older_than,
+        max_size=args.max_size,
+        dry_run=args.dry_run,
+        force=args.force,
+    )
     verb = "would remove" if args.dry_run else "removed"
     for path, size in report.leftovers:
         print(f"{verb} leftover {path} ({format_size(size)})")
@@ -163,6 +216,7 @@ def _cmd_gc(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int:
+    _header(admin, source, sys.stderr)
     targets: list[tuple[Entry, str | None]] = []
     status = 0
     for url in args.urls:
@@ -187,6 +241,7 @@ def _cmd_verify(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int
 
 
 def _cmd_clear(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int:
+    _header(admin, source, sys.stderr)
     verb = "would remove" if args.dry_run else "removed"
     status = 0
     if args.all:
@@ -202,7 +257,7 @@ def _cmd_clear(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int:
                 status = 1
             else:
                 entries.append(entry)
-    removals = admin.clear(entries, dry_run=args.dry_run)
+    removals = admin.clear(entries, dry_run=args.dry_run, force=args.force)
     for removal in removals:
         _print_removal(removal, verb)
         if not removal.removed and not args.all:
@@ -215,10 +270,22 @@ def _cmd_clear(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int:
 # -- output ----------------------------------------------------------------------------------
 
 
+def _header(admin: CacheAdmin, source: str, stream: TextIO | None = None) -> None:
+    """Which cache, and which setting chose it: a project's ini file, the environment and the
+    default can each point elsewhere, and the wrong cache looks just like an empty one.
+
+    On stdout for ``list`` (it is part of the listing); on stderr for the commands whose stdout
+    is one result line per repository or commit, which scripts read.
+    """
+    print(f"cache: {admin.cache_dir} (from {source})", file=stream or sys.stdout, flush=True)
+
+
 def _print_removal(removal: Removal, verb: str) -> None:
     entry = removal.entry
     if removal.removed:
         print(f"{verb} {entry.shown_url} ({format_size(entry.size)}): {removal.why}")
+        for tree in removal.kept:
+            print(f"  with its kept worktree {tree}")
     else:
         print(f"skipped {entry.shown_url}: {removal.skipped}")
 
@@ -278,7 +345,7 @@ def _parser() -> argparse.ArgumentParser:
         "--cache-dir",
         metavar="PATH",
         default=None,
-        help=f"the cache directory (default: ${CACHE_DIR_ENV}, else the user cache directory)",
+        help=_CACHE_DIR_HELP,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     # Also accepted after the command ('list --cache-dir X'); SUPPRESS keeps the global one.
@@ -287,7 +354,7 @@ def _parser() -> argparse.ArgumentParser:
         "--cache-dir",
         metavar="PATH",
         default=argparse.SUPPRESS,
-        help=f"the cache directory (default: ${CACHE_DIR_ENV}, else the user cache directory)",
+        help=_CACHE_DIR_HELP,
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
@@ -317,17 +384,28 @@ def _parser() -> argparse.ArgumentParser:
         "clone a repository and fetch commits into the cache (warm it for CI)",
         "Clone URL into the cache if it is not there, and fetch each COMMIT (a full or\n"
         "abbreviated object name, a branch, a tag or a ref; default: the default branch),\n"
-        "so that later sessions, even with --repo-offline, find them. Contacts the remote.",
+        "so that later sessions, even with --repo-offline, find them. Contacts the remote.\n"
+        "More repositories: --url URL [COMMIT...], once for each. One line per repository\n"
+        "and per commit (fetched, already cached, or FAILED and why); a failure does not\n"
+        "stop the others, and makes the exit status 1.",
     )
-    sub.add_argument("url", metavar="URL", help="repository URL or local path")
+    sub.add_argument("url", metavar="URL", nargs="?", help="repository URL or local path")
     sub.add_argument("commits", metavar="COMMIT", nargs="*", help="commits to fetch")
+    sub.add_argument(
+        "--url",
+        dest="more",
+        metavar=("URL", "COMMIT"),
+        nargs="+",
+        action="append",
+        help="one more repository and its commits (repeat for each)",
+    )
     sub.add_argument(
         "--filter",
         metavar="SPEC",
         default=None,
         help="partial-clone filter for a new clone: blob:none, blob:limit=<n>[kmg], tree:<n>",
     )
-    sub.set_defaults(run=_cmd_prefetch)
+    sub.set_defaults(run=_cmd_prefetch, check=functools.partial(_check_prefetch, sub))
 
     sub = command(
         "gc",
@@ -354,6 +432,7 @@ def _parser() -> argparse.ArgumentParser:
         help="then remove the least recently used until the total is at most this (e.g. 5G)",
     )
     sub.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    sub.add_argument("--force", action="store_true", help=_FORCE_HELP)
     sub.set_defaults(run=_cmd_gc)
 
     sub = command(
@@ -387,8 +466,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("urls", metavar="URL", nargs="*", help="repositories to remove")
     sub.add_argument("--all", action="store_true", help="remove every repository not in use")
     sub.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    sub.add_argument("--force", action="store_true", help=_FORCE_HELP)
     sub.set_defaults(run=_cmd_clear, check=functools.partial(_check_clear, sub))
     return parser
+
+
+def _check_prefetch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.url is None and not args.more:
+        parser.error("give the URL to prefetch (more with --url URL [COMMIT...])")
 
 
 def _check_clear(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -6,6 +6,7 @@ same value together with its source.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -20,7 +21,14 @@ from .errors import RepoClonesError
 if TYPE_CHECKING:
     import pytest
 
-__all__ = ["CACHE_DIR_ENV", "Settings", "default_cache_dir", "resolve_cache_dir"]
+__all__ = [
+    "CACHE_DIR_ENV",
+    "ProjectConfigError",
+    "Settings",
+    "default_cache_dir",
+    "project_cache_dir",
+    "resolve_cache_dir",
+]
 
 CACHE_DIR_ENV = "PYTEST_REPO_CACHE_DIR"
 OFFLINE_ENV = "PYTEST_REPO_OFFLINE"
@@ -201,6 +209,109 @@ def _ini_cache_dir(config: pytest.Config) -> tuple[Path, str] | None:
     return None
 
 
+#: pytest's configuration files, in the order it looks for them in each directory from the
+#: current one up (pytest 9 added the two pytest.toml names), each with the section that makes
+#: it count, and whether the file counts even without that section (pytest.ini and
+#: pytest.toml do: pytest takes them, empty).
+_PROJECT_FILES: tuple[tuple[str, str, bool], ...] = (
+    ("pytest.toml", "pytest", True),
+    (".pytest.toml", "pytest", True),
+    ("pytest.ini", "pytest", True),
+    (".pytest.ini", "pytest", True),
+    ("pyproject.toml", "tool.pytest", False),
+    ("tox.ini", "pytest", False),
+    ("setup.cfg", "tool:pytest", False),
+)
+
+
+class ProjectConfigError(RepoClonesError):
+    """The pytest configuration file of the project cannot be read (pytest would fail too)."""
+
+
+def project_cache_dir(start: Path) -> tuple[Path, str] | None:
+    """``repo_cache_dir`` of the pytest configuration pytest would use when run in ``start``.
+
+    For the cache CLI, which has no pytest.Config: the first file walking up from ``start``
+    that has a pytest section, as pytest's own search does (without test paths given); a
+    relative value is relative to that file's directory, as the plugin reads it. None when
+    that file does not set it, or there is none. ProjectConfigError if it cannot be parsed.
+    """
+    for directory in (start, *start.parents):
+        for name, section, always in _PROJECT_FILES:
+            path = directory / name
+            try:
+                exists = path.is_file()
+            except OSError:  # a directory we may not search: as if nothing were there
+                exists = False
+            if not exists:
+                continue
+            found = _read_project_file(path, section, always)
+            if found is None:
+                continue  # no pytest section: pytest looks further too
+            table, value = found
+            if not value:
+                return None  # this file is pytest's configuration, and it does not set it
+            where = f"ini repo_cache_dir in {path} [{table}]"
+            resolved = _expand(value, where)
+            if not resolved.is_absolute():
+                resolved = directory / resolved
+            return resolved.absolute(), where
+    return None
+
+
+def _read_project_file(path: Path, section: str, always: bool) -> tuple[str, str] | None:
+    """(the section found, its ``repo_cache_dir`` or "") if ``path`` is pytest's configuration
+    file, else None."""
+    if path.suffix == ".toml":
+        return _read_toml(path, section, always)
+    import iniconfig  # pytest's own ini parser (a dependency of pytest): the same reading
+
+    try:
+        parsed = iniconfig.IniConfig(str(path))
+    except (iniconfig.ParseError, OSError, UnicodeDecodeError) as exc:
+        raise ProjectConfigError(f"cannot read the pytest configuration {path}: {exc}") from None
+    if section not in parsed:
+        return (section, "") if always else None
+    return section, str(parsed[section].get("repo_cache_dir", "") or "")
+
+
+def _read_toml(path: Path, section: str, always: bool) -> tuple[str, str] | None:
+    # tomllib is in the standard library from 3.11; on 3.10 pytest itself depends on tomli,
+    # the same parser. Imported by name, so that mypy (checking for 3.10) needs neither's
+    # stubs. Were neither importable, TOML files are skipped: the search goes on upward,
+    # where pytest would have stopped; passing --cache-dir is the way out then.
+    toml = None
+    for module in ("tomllib", "tomli"):
+        try:
+            toml = importlib.import_module(module)
+            break
+        except ImportError:
+            continue
+    if toml is None:
+        return None
+    try:
+        document = toml.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # TOMLDecodeError is a ValueError
+        raise ProjectConfigError(f"cannot read the pytest configuration {path}: {exc}") from None
+    table: object = document
+    for part in section.split("."):
+        table = table.get(part) if isinstance(table, dict) else None
+    if not isinstance(table, dict):
+        return (section, "") if always else None
+    if section == "tool.pytest":
+        # pytest 9's native [tool.pytest], or the older [tool.pytest.ini_options].
+        ini_options = table.get("ini_options")
+        if isinstance(ini_options, dict) and "repo_cache_dir" not in table:
+            return f"{section}.ini_options", _toml_string(ini_options.get("repo_cache_dir"))
+        if not table:
+            return None
+    return section, _toml_string(table.get("repo_cache_dir"))
+
+
+def _toml_string(value: object) -> str:
+    return "" if value is None else str(value)
+
+
 def _expand(path: str, source: str) -> Path:
     """``path`` with a leading ``~`` expanded; _NoCacheDir naming ``source`` if it cannot be."""
     try:
@@ -250,8 +361,17 @@ def _positive_float(config: pytest.Config, name: str, flag: str) -> float | None
     raw = config.getoption(name, None)
     source = flag
     if raw is None:
-        raw = config.getini(name) or None
         source = f"ini {name}"
+        try:
+            # A float already where pytest has the "float" ini type (see plugin.addini), a
+            # string on older pytest; None or "" when unset.
+            raw = config.getini(name)
+        # pytest's own conversion refused the value: a UsageError from pytest 9.2, a bare
+        # TypeError or ValueError before; either way, say which setting and what it expects.
+        except (TypeError, ValueError, pytest.UsageError) as exc:
+            raise pytest.UsageError(f"{source}: expected a number of seconds ({exc})") from None
+        if raw == "":  # unset under pytest < 8.4, which registers it as a string
+            return None
     if raw is None:
         return None
     try:

@@ -151,7 +151,7 @@ def test_help_and_usage_errors_as_a_real_process(tmp_path: Path) -> None:
     for word in ("list", "prefetch", "gc", "verify", "clear", "PYTEST_REPO_CACHE_DIR"):
         assert word in result.stdout
     assert "ini option" in result.stdout
-    assert "NOT read" in result.stdout
+    assert "repo_cache_dir of the project" in result.stdout
 
     result = run_module("gc", "--help")
     assert result.returncode == 0

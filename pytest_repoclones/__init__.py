@@ -14,6 +14,7 @@ from .errors import (
     RepoClonesError,
     WorktreeError,
 )
+from .factory import WorktreeFactory
 from .store import RepoStore
 from .worktree import Worktree
 
@@ -30,4 +31,5 @@ __all__ = [
     "RepoStore",
     "Worktree",
     "WorktreeError",
+    "WorktreeFactory",
 ]

@@ -84,17 +84,25 @@ class Resolver:
         found = self._lookup_name(repo, git_dir, revision)
         if found is None:
             what = "default branch (remote HEAD)" if revision.kind == "default" else "branch or tag"
+            # Offline or from a read-only cache no remote was asked: only the cache can be
+            # said to lack the name, and "upstream" would send the user looking at the remote.
+            where = "in the cache" if self._cache_only else "upstream"
             raise CommitNotFoundError(
-                f"No such {what} upstream",
+                f"No such {what} {where}",
                 url=repo.redacted,
                 commit=revision.text,
                 hint=OFFLINE_HINT
-                if self._entries.offline
+                if self._cache_only
                 else "the remote's HEAD names a branch it does not have; pass a branch name"
                 if revision.kind == "default"
                 else "branches and tags were fetched from the remote in this session",
             )
         return found
+
+    @property
+    def _cache_only(self) -> bool:
+        """No remote is contacted: --repo-offline, or a read-only cache (never refreshed)."""
+        return self._entries.offline or self._entries.read_only
 
     def _lookup_name(self, repo: RepoURL, git_dir: Path, revision: Revision) -> str | None:
         name = revision.text

@@ -30,6 +30,16 @@ class WorktreeFactory:
         self._make_dir = make_dir
         self._slug = slugify(test_name)
         self.made: list[Worktree] = []
+        # All made so far: ``made`` shrinks at teardown, but the repr should still say how
+        # many this test made.
+        self._count = 0
+
+    def __repr__(self) -> str:
+        # Shown in failure reports (``assert worktree(...)``, ``--showlocals``); names nothing
+        # that could hold a secret: no URL, only the cache directory.
+        count = self._count
+        noun = "worktree" if count == 1 else "worktrees"
+        return f"<worktree factory: {count} {noun} made, cache {self._store.cache_dir}>"
 
     def __call__(
         self,
@@ -60,6 +70,7 @@ class WorktreeFactory:
             # The message says everything; the plugin's internal frames would only bury it.
             raise exc.with_traceback(None) from None
         self.made.append(worktree)
+        self._count += 1
         return worktree
 
     def cleanup(self, keep: bool = False) -> None:

@@ -39,6 +39,28 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}es" if noun.endswith("h") else f"{number} {noun}s"
 
 
+def _hit_note(total: dict[str, Any]) -> str | None:
+    """One line that reconciles hits with clones and fetches, when they seem not to add up.
+
+    A worktree is a cache hit when making it needed no clone and no fetch by this process
+    (counted in Checkouts.add), so worktrees = hits + those that needed the network. The
+    clone and fetch counters also count what ran outside any test's worktree: prefetching
+    before the tests (on the xdist controller too) and requests that failed, and one
+    worktree may need both a clone and a fetch. When they exceed the worktrees that needed
+    the network, "1 fetch, 3 cache hits" for 3 worktrees reads as a contradiction; this
+    line says how the numbers fit.
+    """
+    hits = int(total["cache_hits"])
+    needed = int(total["worktrees"]) - hits
+    if total["clones"] + total["fetches"] <= needed:
+        return None
+    return (
+        f"({_count(hits, 'cache hit')} + {needed} that needed a clone or fetch = "
+        f"{_count(int(total['worktrees']), 'worktree')}; clones and fetches also count "
+        "prefetching before the tests, failed requests, and both when one worktree needed both)"
+    )
+
+
 def write(terminalreporter: Any, config: pytest.Config, store: RepoStore) -> None:
     """One line by default, a table per repository with -v; nothing if no test used one."""
     rows = collect(store)
@@ -73,6 +95,9 @@ def write(terminalreporter: Any, config: pytest.Config, store: RepoStore) -> Non
         f"{total['git_seconds']:.1f} s in git; cache {format_size(sum(sizes.values()))} "
         f"in {store.cache_dir}"
     )
+    note = _hit_note(total)
+    if note:
+        write_line(note)
     if crashed:
         write_line(
             f"(crashed worker{'s' if len(crashed) > 1 else ''} {', '.join(crashed)}: "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,15 @@ class XdistHooks:
     remote costs one time limit per run, not one per process.
     """
 
-    def __init__(self, session_id: str, store: RepoStore | None) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        store: RepoStore | None,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
         self.session_id = session_id
+        #: Where prefetch failures are said (the terminal), once per (url, commit).
+        self._report = report
         #: None when there is no cache directory: then workers have no store either.
         self.store = store
         self.worker_stats: list[dict[str, Any]] = []
@@ -73,7 +81,7 @@ class XdistHooks:
                 if (url, commit) not in self._prefetched:
                     self._prefetched.add((url, commit))
                     new.setdefault(url, []).append(commit)
-        prefetch.prefetch(self.store, new)
+        prefetch.prefetch(self.store, new, report=self._report)
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         if self.store is None:

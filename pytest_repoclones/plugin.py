@@ -204,7 +204,8 @@ def pytest_configure(config: pytest.Config) -> None:
             # the controller handed out (it records there too, before prefetching).
             store.remote_failures.directory = Path(exchange)
     if workerinput is None and config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(XdistHooks(session_id, store), "repoclones-xdist")
+        hooks = XdistHooks(session_id, store, report=_Terminal(config))
+        config.pluginmanager.register(hooks, "repoclones-xdist")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -276,7 +277,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         public, secret = prefetch.split_secret(wanted)
         if prefetch.write_declared(exchange, public):
             wanted = secret
-    prefetch.prefetch(store, wanted)
+    prefetch.prefetch(store, wanted, report=_Terminal(session.config))
 
 
 def _exchange_file(config: pytest.Config, name: Callable[[Path, str], Path]) -> Path | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import pytest
 from ._files import read_json, write_atomically
 from .markers import declarations
 from .store import RepoStore
-from .urls import carries_secret
+from .urls import carries_secret, redact
 
 __all__ = ["Wanted", "declared", "prefetch", "read_declared", "split_secret", "write_declared"]
 
@@ -47,11 +47,17 @@ def declared(items: Iterable[pytest.Item]) -> Wanted:
     return wanted
 
 
-def prefetch(store: RepoStore, wanted: Mapping[str, Sequence[str | None]]) -> None:
+def prefetch(
+    store: RepoStore,
+    wanted: Mapping[str, Sequence[str | None]],
+    report: Callable[[str], None] | None = None,
+) -> None:
     """Clone and fetch everything in ``wanted``, repositories in parallel, each commit once.
 
-    Failures are logged, never raised: prefetching only saves time, and the test that needs
-    the commit reports the error with its own context when it runs.
+    Failures are logged and, with ``report``, said on the terminal once per (url, commit),
+    never raised: prefetching only saves time, and the test that needs the commit reports
+    the error with its own context when it runs. Saying it early tells the user why a whole
+    batch of tests is about to fail, before the first of them does.
     """
     if not wanted:
         return
@@ -62,9 +68,20 @@ def prefetch(store: RepoStore, wanted: Mapping[str, Sequence[str | None]]) -> No
                 store.resolve(url, commit)
             except Exception as exc:  # noqa: BLE001 - on the controller, raising would end the run
                 log.warning("repoclones: prefetch of %s failed: %s", commit, exc)
+                if report is not None:
+                    report(_failure_line(url, commit, exc))
 
     with ThreadPoolExecutor(max_workers=min(PARALLEL_REPOSITORIES, len(wanted))) as pool:
         list(pool.map(warm, wanted))
+
+
+def _failure_line(url: str, commit: str | None, exc: Exception) -> str:
+    name = "the default branch" if commit is None else commit
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return (
+        f"repoclones: could not prefetch {name} of {redact(url)}; the tests that declare it "
+        f"will fail: {first}"
+    )
 
 
 def split_secret(wanted: Wanted) -> tuple[Wanted, Wanted]:

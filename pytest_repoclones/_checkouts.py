@@ -161,6 +161,7 @@ class Checkouts:
         if self.reuse and sparse_args is None and not self.read_only:
             reused = self.parking.take(repo, revision, start, target, branch, url)
             if reused is not None:
+                self._stats(repo).reused += 1
                 return reused
         if self.read_only:
             return self._borrowing_worktree(repo, start, target, branch, sparse_args, url)

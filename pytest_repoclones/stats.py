@@ -16,6 +16,8 @@ class RepoStats:
     clones: int = 0
     fetches: int = 0
     cache_hits: int = 0
+    #: Worktrees made by moving a parked one to the commit (``--repo-reuse``).
+    reused: int = 0
     git_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, object]:

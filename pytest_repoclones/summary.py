@@ -13,7 +13,7 @@ from .store import RepoStore
 
 __all__ = ["collect", "write"]
 
-_COUNTERS = ("worktrees", "clones", "fetches", "cache_hits", "git_seconds")
+_COUNTERS = ("worktrees", "clones", "fetches", "cache_hits", "reused", "git_seconds")
 
 
 def collect(store: RepoStore) -> list[dict[str, Any]]:
@@ -61,6 +61,25 @@ def _hit_note(total: dict[str, Any]) -> str | None:
     )
 
 
+def _write_table(
+    write_line: Any, repos: list[dict[str, Any]], sizes: dict[str, int], *, reused: bool
+) -> None:
+    """The -v table, a row per repository; a "reused" column only with --repo-reuse at work."""
+    width = max(len("repository"), *(len(r["url"]) for r in repos))
+    extra = f" {'reused':>6}" if reused else ""
+    write_line(
+        f"{'repository':<{width}} {'worktrees':>9} {'clones':>6} {'fetches':>7} "
+        f"{'hits':>5}{extra} {'git s':>7} {'size':>10}"
+    )
+    for r in repos:
+        extra = f" {r['reused']:>6}" if reused else ""
+        write_line(
+            f"{r['url']:<{width}} {r['worktrees']:>9} {r['clones']:>6} {r['fetches']:>7} "
+            f"{r['cache_hits']:>5}{extra} {r['git_seconds']:>7.2f} "
+            f"{format_size(sizes[r['git_dir']]):>10}"
+        )
+
+
 def write(terminalreporter: Any, config: pytest.Config, store: RepoStore) -> None:
     """One line by default, a table per repository with -v; nothing if no test used one."""
     rows = collect(store)
@@ -77,17 +96,7 @@ def write(terminalreporter: Any, config: pytest.Config, store: RepoStore) -> Non
     write_line = terminalreporter.write_line
     terminalreporter.write_sep("-", "repoclones")
     if config.get_verbosity() > 0:
-        width = max(len("repository"), *(len(r["url"]) for r in repos))
-        write_line(
-            f"{'repository':<{width}} {'worktrees':>9} {'clones':>6} {'fetches':>7} "
-            f"{'hits':>5} {'git s':>7} {'size':>10}"
-        )
-        for r in repos:
-            write_line(
-                f"{r['url']:<{width}} {r['worktrees']:>9} {r['clones']:>6} {r['fetches']:>7} "
-                f"{r['cache_hits']:>5} {r['git_seconds']:>7.2f} "
-                f"{format_size(sizes[r['git_dir']]):>10}"
-            )
+        _write_table(write_line, repos, sizes, reused=total["reused"] > 0)
     write_line(
         f"{_count(total['worktrees'], 'worktree')} from {len(repos)} "
         f"repositor{'y' if len(repos) == 1 else 'ies'}: {_count(total['clones'], 'clone')}, "
@@ -98,6 +107,11 @@ def write(terminalreporter: Any, config: pytest.Config, store: RepoStore) -> Non
     note = _hit_note(total)
     if note:
         write_line(note)
+    if total["reused"]:
+        write_line(
+            f"({_count(int(total['reused']), 'worktree')} of them reused a parked one: "
+            "--repo-reuse)"
+        )
     if crashed:
         write_line(
             f"(crashed worker{'s' if len(crashed) > 1 else ''} {', '.join(crashed)}: "

@@ -14,9 +14,28 @@ from .errors import (
     RepoClonesError,
     WorktreeError,
 )
-from .factory import WorktreeFactory
-from .store import RepoStore
-from .worktree import Worktree
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .factory import WorktreeFactory
+    from .store import RepoStore
+    from .worktree import Worktree
+
+# Imported on first use (PEP 562): pytest imports this package for the plugin in every run,
+# and a suite that never uses it should not pay for the store and everything behind it.
+_LAZY = {"RepoStore": ".store", "Worktree": ".worktree", "WorktreeFactory": ".factory"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CacheCorruptError",

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._defaults import DEFAULT_TIMEOUT
 from .errors import GitTimeoutError, RepoClonesError
 from .urls import DEFAULT_PROTOCOLS
 
@@ -95,8 +96,6 @@ _CREDENTIAL_HELPER = (
     '!f() { test "$1" = get || return 0; '
     'printf "username=%s\\npassword=%s\\n" "$REPOCLONES_USERNAME" "$REPOCLONES_PASSWORD"; }; f'
 )
-
-DEFAULT_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,7 @@ __all__ = ["RepoLock"]
 
 log = logging.getLogger("pytest_repoclones")
 
-#: How long a session waits for another process holding a repository's lock (seconds).
-DEFAULT_LOCK_TIMEOUT = 900.0
+
 #: Say who we are waiting for after this many seconds, then again at this interval.
 NOTICE_AFTER = 5.0
 

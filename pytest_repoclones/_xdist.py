@@ -6,20 +6,18 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import prefetch
 from ._files import read_json
-from .store import RepoStore
+from .settings import EXCHANGE_DIR, SESSION_ID
+
+if TYPE_CHECKING:
+    from .plugin import StoreSlot
 
 __all__ = ["EXCHANGE_DIR", "SESSION_ID", "XdistHooks", "declared_file", "stats_file"]
-
-#: Keys of ``workerinput``, the dict the controller hands each worker.
-SESSION_ID = "repoclones_session"
-#: A directory for what workers tell the controller outside xdist's own messages.
-EXCHANGE_DIR = "repoclones_exchange_dir"
 
 
 def declared_file(exchange: Path, worker: str) -> Path:
@@ -44,14 +42,14 @@ class XdistHooks:
     def __init__(
         self,
         session_id: str,
-        store: RepoStore | None,
+        slot: StoreSlot,
         report: Callable[[str], None] | None = None,
     ) -> None:
         self.session_id = session_id
         #: Where prefetch failures are said (the terminal), once per (url, commit).
         self._report = report
-        #: None when there is no cache directory: then workers have no store either.
-        self.store = store
+        #: The controller's store, made only if it has something to prefetch.
+        self._slot = slot
         self.worker_stats: list[dict[str, Any]] = []
         #: Workers that ended without their final counters; the summary says so.
         self.crashed: list[str] = []
@@ -65,14 +63,13 @@ class XdistHooks:
             # before any worker starts and before the controller prefetches: everything that
             # fails to answer from now on is recorded where every process of the run looks.
             self._exchange = Path(tempfile.mkdtemp(prefix="repoclones-xdist-"))
-            if self.store is not None:
-                self.store.remote_failures.directory = self._exchange
+            self._slot.share_failures(self._exchange)
         node.workerinput[EXCHANGE_DIR] = str(self._exchange)
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         # xdist schedules no test until every worker has reported its collection, and this hook
         # runs in its event loop: blocking here is what keeps workers from starting early.
-        if self._exchange is None or self.store is None:
+        if self._exchange is None or not self._slot.available:
             return
         wanted = prefetch.read_declared(declared_file(self._exchange, node.gateway.id))
         new: prefetch.Wanted = {}
@@ -81,10 +78,11 @@ class XdistHooks:
                 if (url, commit) not in self._prefetched:
                     self._prefetched.add((url, commit))
                     new.setdefault(url, []).append(commit)
-        prefetch.prefetch(self.store, new, report=self._report)
+        if new:
+            prefetch.prefetch(self._slot.get(), new, report=self._report)
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        if self.store is None:
+        if not self._slot.available:
             return  # no cache: workers counted nothing, and no summary is written
         output = getattr(node, "workeroutput", None) or {}
         rows = output.get("repoclones_stats")

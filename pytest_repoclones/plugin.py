@@ -12,31 +12,74 @@ import sys
 import uuid
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
-from . import markers, prefetch, summary
-from ._files import write_atomically
-from ._processes import die_with_parent
-from ._xdist import EXCHANGE_DIR, SESSION_ID, XdistHooks, declared_file, stats_file
 from .errors import RepoClonesError
-from .factory import WorktreeFactory
 from .settings import (
     CACHE_DIR_ENV,
+    EXCHANGE_DIR,
     KEEP_CHOICES,
     OFFLINE_ENV,
     PYTEST_CACHE_DIR_SETTINGS,
+    SESSION_ID,
     Settings,
 )
-from .store import RepoStore
-from .worktree import Worktree
+
+# Everything else is imported where it is first needed: pytest loads this module in every run,
+# and a suite that never asks for a worktree must not pay for the store and what it imports.
+if TYPE_CHECKING:
+    from .factory import WorktreeFactory
+    from .store import RepoStore
+    from .worktree import Worktree
+
+
+class StoreSlot:
+    """The session's store, made on first need (a worktree, a prefetch, a summary to write)."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self._config = config
+        self.settings = settings
+        self._store: RepoStore | None = None
+        self._failures_dir: Path | None = None
+
+    @property
+    def available(self) -> bool:
+        """Whether there is a cache directory at all (HOME may be unset, see settings.py)."""
+        return self.settings.cache_dir is not None
+
+    def peek(self) -> RepoStore | None:
+        """The store if something made it already."""
+        return self._store
+
+    def get(self) -> RepoStore:
+        """The store, made now if needed; the settings' error if there is no cache."""
+        if self._store is None:
+            from .store import RepoStore
+
+            terminal = _Terminal(self._config)
+            store = RepoStore.from_settings(
+                self.settings,
+                notice=terminal.warn,
+                progress=terminal if self._config.get_verbosity() >= 0 else None,
+            )
+            store.remote_failures.directory = self._failures_dir
+            self._store = store
+        return self._store
+
+    def share_failures(self, directory: Path) -> None:
+        """Record remotes that did not answer where every process of the run looks."""
+        self._failures_dir = directory
+        if self._store is not None:
+            self._store.remote_failures.directory = directory
+
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
-STORE_KEY = pytest.StashKey[RepoStore]()
+STORE_KEY = pytest.StashKey[StoreSlot]()
 FAILED_KEY = pytest.StashKey[bool]()
-FACTORY_KEY = pytest.StashKey[WorktreeFactory]()
-PENDING_KEY = pytest.StashKey[WorktreeFactory]()
+FACTORY_KEY = pytest.StashKey["WorktreeFactory"]()
+PENDING_KEY = pytest.StashKey["WorktreeFactory"]()
 SAVED_COUNTERS_KEY = pytest.StashKey[str]()
 
 
@@ -176,6 +219,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is None:  # workers get their arguments from the controller, which warns
         _warn_spaced_cache_dir(config)
     if workerinput is not None:
+        from ._processes import die_with_parent
+
         # A SIGKILLed controller must not leave its workers making worktrees (and starting
         # git in the cache) for seconds; their git dies with them in turn.
         die_with_parent()
@@ -184,32 +229,28 @@ def pytest_configure(config: pytest.Config) -> None:
     session_id = (workerinput or {}).get(SESSION_ID) or uuid.uuid4().hex
     settings = Settings.from_config(config, session_id=session_id)
     config.stash[SETTINGS_KEY] = settings
-    store = None
-    # No cache directory (HOME unset under an arbitrary uid): no store, and the session goes
-    # on. Only the fixtures that need the cache fail; the header says why.
-    if settings.cache_dir is not None:
-        try:
-            terminal = _Terminal(config)
-            store = RepoStore.from_settings(
-                settings,
-                notice=terminal.warn,
-                progress=terminal if config.get_verbosity() >= 0 else None,
-            )
-        except RepoClonesError as exc:
-            raise pytest.UsageError(f"repoclones: {exc}") from None
-        config.stash[STORE_KEY] = store
-        exchange = (workerinput or {}).get(EXCHANGE_DIR)
-        if exchange is not None:
-            # Remotes that did not answer are shared by the whole run through the directory
-            # the controller handed out (it records there too, before prefetching).
-            store.remote_failures.directory = Path(exchange)
+    try:
+        settings.check()  # option mistakes are usage errors now, not at the first worktree
+    except RepoClonesError as exc:
+        raise pytest.UsageError(f"repoclones: {exc}") from None
+    # No cache directory (HOME unset under an arbitrary uid): the session goes on; only the
+    # fixtures that need the cache fail, and the header says why.
+    slot = config.stash[STORE_KEY] = StoreSlot(config, settings)
+    exchange = (workerinput or {}).get(EXCHANGE_DIR)
+    if exchange is not None:
+        # Remotes that did not answer are shared by the whole run through the directory the
+        # controller handed out (it records there too, before prefetching).
+        slot.share_failures(Path(exchange))
     if workerinput is None and config.pluginmanager.hasplugin("xdist"):
-        hooks = XdistHooks(session_id, store, report=_Terminal(config))
+        from ._xdist import XdistHooks
+
+        hooks = XdistHooks(session_id, slot, report=_Terminal(config))
         config.pluginmanager.register(hooks, "repoclones-xdist")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    store = config.stash.get(STORE_KEY, None)
+    slot = config.stash.get(STORE_KEY, None)
+    store = slot.peek() if slot is not None else None
     if store is not None:
         store.close()  # worktrees parked by --repo-reuse
 
@@ -260,14 +301,23 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("worktree") is None:
+        return  # most tests: nothing to import or do
+    from . import markers
+
     markers.parametrize_commits(metafunc)
 
 
 @pytest.hookimpl(tryfirst=True)  # under xdist: before the worker reports its collection done
 def pytest_collection_finish(session: pytest.Session) -> None:
+    slot = session.config.stash[STORE_KEY]
+    if not slot.available or not any(i.get_closest_marker("worktree") for i in session.items):
+        return  # no cache (the tests that need one say why), or nothing declared
+    from . import prefetch
+    from ._xdist import declared_file
+
     wanted = prefetch.declared(session.items)
-    store = session.config.stash.get(STORE_KEY, None)
-    if not wanted or store is None:  # no cache: the tests that need one say why
+    if not wanted:
         return
     exchange = _exchange_file(session.config, declared_file)
     if exchange is not None:
@@ -277,7 +327,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         public, secret = prefetch.split_secret(wanted)
         if prefetch.write_declared(exchange, public):
             wanted = secret
-    prefetch.prefetch(store, wanted, report=_Terminal(session.config))
+    prefetch.prefetch(slot.get(), wanted, report=_Terminal(session.config))
 
 
 def _exchange_file(config: pytest.Config, name: Callable[[Path, str], Path]) -> Path | None:
@@ -290,9 +340,15 @@ def _exchange_file(config: pytest.Config, name: Callable[[Path, str], Path]) -> 
 def _save_counters(config: pytest.Config) -> None:
     """Counters so far, for the summary in case this xdist worker crashes before it sends its
     final ones (a few hundred bytes per report)."""
+    store = config.stash[STORE_KEY].peek()
+    if store is None or getattr(config, "workerinput", None) is None:
+        return  # no worktree made yet, or not an xdist worker
+    from . import summary
+    from ._files import write_atomically
+    from ._xdist import stats_file
+
     path = _exchange_file(config, stats_file)
-    store = config.stash.get(STORE_KEY, None)
-    if path is None or store is None:
+    if path is None:
         return
     text = json.dumps(summary.collect(store))
     if text != config.stash.get(SAVED_COUNTERS_KEY, None):  # tests without worktrees: no I/O
@@ -352,28 +408,38 @@ def _settle_pending(factory: WorktreeFactory, report: pytest.TestReport) -> None
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    store = config.stash.get(STORE_KEY, None)
-    if store is not None:
-        summary.write(terminalreporter, config, store)
+    slot = config.stash[STORE_KEY]
+    if not slot.available:
+        return
+    if slot.peek() is None and config.pluginmanager.get_plugin("repoclones-xdist") is None:
+        return  # no worktree was made in this run
+    from . import summary
+
+    assert slot.settings.cache_dir is not None
+    summary.write(terminalreporter, config, slot.peek(), slot.settings.cache_dir)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     workeroutput = getattr(session.config, "workeroutput", None)
-    store = session.config.stash.get(STORE_KEY, None)
-    if workeroutput is not None and store is not None:
-        # Plain builtins only: xdist sends this to the controller through execnet.
-        workeroutput["repoclones_stats"] = summary.collect(store)
+    slot = session.config.stash[STORE_KEY]
+    if workeroutput is not None and slot.available:
+        from . import summary
+
+        # Plain builtins only: xdist sends this to the controller through execnet; an empty
+        # list when this worker made no worktree (no list at all means it crashed).
+        store = slot.peek()
+        workeroutput["repoclones_stats"] = [] if store is None else summary.collect(store)
 
 
 @pytest.fixture(scope="session")
 def repo_store(pytestconfig: pytest.Config) -> RepoStore:
     """The session's :class:`RepoStore`: the shared clone cache behind ``worktree``."""
     __tracebackhide__ = True
-    store = pytestconfig.stash.get(STORE_KEY, None)
-    if store is None:
+    slot = pytestconfig.stash[STORE_KEY]
+    if not slot.available:
         # Raised once per session, then pytest reports it for every test that asks.
         raise pytestconfig.stash[SETTINGS_KEY].cache_error()
-    return store
+    return slot.get()
 
 
 @pytest.fixture
@@ -392,6 +458,8 @@ def worktree(
     ``refs/pull/7/head``. The result is a :class:`Worktree` (``path``, ``url``, ``commit``,
     ``branch``), usable wherever a path is.
     """
+    from .factory import WorktreeFactory
+
     factory = WorktreeFactory(
         repo_store,
         lambda name: tmp_path_factory.mktemp(name, numbered=True),
@@ -412,5 +480,7 @@ def worktree(
 def repo_worktree(request: pytest.FixtureRequest, worktree: WorktreeFactory) -> Worktree:
     """The worktree declared by ``@pytest.mark.worktree(url, commit)`` on the test."""
     __tracebackhide__ = True
+    from . import markers
+
     url, commit, options = markers.declared(request)
     return worktree(url, commit, **options)

@@ -18,13 +18,16 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from ._files import read_json, write_atomically
 from .markers import declarations
-from .store import RepoStore
 from .urls import carries_secret, redact
+
+if TYPE_CHECKING:
+    from .store import RepoStore
 
 __all__ = ["Wanted", "declared", "prefetch", "read_declared", "split_secret", "write_declared"]
 

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._git import DEFAULT_TIMEOUT
-from ._lock import DEFAULT_LOCK_TIMEOUT
+from ._defaults import DEFAULT_LOCK_TIMEOUT, DEFAULT_TIMEOUT
 from .errors import RepoClonesError
 
 if TYPE_CHECKING:
@@ -31,6 +30,10 @@ __all__ = [
 ]
 
 CACHE_DIR_ENV = "PYTEST_REPO_CACHE_DIR"
+#: Keys of xdist's ``workerinput``, the dict the controller hands each worker: the run's
+#: session id, and a directory for what workers tell the controller outside xdist's messages.
+SESSION_ID = "repoclones_session"
+EXCHANGE_DIR = "repoclones_exchange_dir"
 OFFLINE_ENV = "PYTEST_REPO_OFFLINE"
 KEEP_CHOICES = ("none", "failed", "all")
 
@@ -149,6 +152,18 @@ class Settings:
             clone_filters=clone_filters,
             cache_problem=cache_problem,
         )
+
+    def check(self) -> None:
+        """Refuse now what the store would refuse at its first use (a bad clone filter)."""
+        from ._inputs import check_filter
+
+        check_filter(self.clone_filter)
+        if self.clone_filters:
+            from .urls import parse_url  # only then: a plain suite imports no more than needed
+
+            for url, spec in self.clone_filters:
+                parse_url(url)
+                check_filter(spec)
 
     def cache_error(self) -> RepoClonesError:
         """What a test that needs the cache gets when there is none: why, and what to set."""

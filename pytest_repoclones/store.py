@@ -36,19 +36,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from ._checkouts import Checkouts
+from ._defaults import DEFAULT_LOCK_TIMEOUT, DEFAULT_TIMEOUT
 from ._entry import CacheEntries
 from ._files import (
     leave_directory,
 )
-from ._git import (
-    DEFAULT_TIMEOUT,
-    GitResult,
-)
+from ._git import GitResult
 from ._inputs import check_filter, check_seconds
 from ._layout import (
     CacheLayout,
 )
-from ._lock import DEFAULT_LOCK_TIMEOUT, RepoLock
+from ._lock import RepoLock
 from ._ownership import Owner
 from ._registry import BRANCH_PREFIX, WorktreeRegistry
 from ._remote import Remote

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from ._units import format_size, tree_size
-from .store import RepoStore
+
+if TYPE_CHECKING:
+    from .store import RepoStore
 
 __all__ = ["collect", "write"]
 
@@ -80,9 +82,11 @@ def _write_table(
         )
 
 
-def write(terminalreporter: Any, config: pytest.Config, store: RepoStore) -> None:
+def write(
+    terminalreporter: Any, config: pytest.Config, store: RepoStore | None, cache_dir: Path
+) -> None:
     """One line by default, a table per repository with -v; nothing if no test used one."""
-    rows = collect(store)
+    rows = collect(store) if store is not None else []
     xdist = config.pluginmanager.get_plugin("repoclones-xdist")
     crashed: list[str] = []
     if xdist is not None:
@@ -102,7 +106,7 @@ def write(terminalreporter: Any, config: pytest.Config, store: RepoStore) -> Non
         f"repositor{'y' if len(repos) == 1 else 'ies'}: {_count(total['clones'], 'clone')}, "
         f"{_count(total['fetches'], 'fetch')}, {_count(total['cache_hits'], 'cache hit')}, "
         f"{total['git_seconds']:.1f} s in git; cache {format_size(sum(sizes.values()))} "
-        f"in {store.cache_dir}"
+        f"in {cache_dir}"
     )
     note = _hit_note(total)
     if note:

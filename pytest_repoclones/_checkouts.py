@@ -222,7 +222,7 @@ class Checkouts:
     ) -> None:
         """Check the commit's files out (only the sparse paths, if given)."""
         if sparse_args is not None:
-            self._check_sparse_paths(repo, worktree, sparse_args)
+            _check_sparse_paths(self._runner, repo, worktree, sparse_args)
             # Only writes the worktree's own config and pattern file: no lock needed
             # (worktreeConfig is already enabled in the shared config at clone time).
             self.run_in_worktree(repo, worktree, ["sparse-checkout", "set", *sparse_args])
@@ -371,33 +371,6 @@ class Checkouts:
             raise
         return worktree
 
-    def _check_sparse_paths(
-        self, repo: RepoURL, worktree: Worktree, sparse_args: list[str]
-    ) -> None:
-        """A sparse path that names nothing at the commit (a typo, `scr/` for `src/`) would
-        silently give a worktree with only top-level files, or none: refuse it instead.
-        One git process for all the paths, and only when sparse paths are asked for (a failed
-        listing is left to the checkout to report)."""
-        given = [arg.strip("/") for arg in sparse_args[sparse_args.index("--") + 1 :]]
-        paths = [path for path in given if not any(ch in path for ch in "*?[")]  # not globs
-        if not paths:
-            return
-        # ls-tree reads trees only: a partial clone fetches no blob for this.
-        listing = self._runner.run(
-            ["ls-tree", "--name-only", "-z", worktree.commit, "--", *paths],
-            git_dir=worktree.git_dir,
-            key=repo.key,
-        )
-        found = set(listing.stdout.split("\0"))
-        missing = [path for path in paths if path not in found]
-        if listing.ok and missing:
-            raise InvalidInputError(
-                f"Sparse path {', '.join(map(repr, missing))} matches nothing at this commit",
-                url=repo.redacted,
-                commit=worktree.commit,
-                hint="check the spelling; sparse paths are relative to the repository's top",
-            )
-
     def _lazy_fetch_access(
         self, repo: RepoURL, worktree: Worktree
     ) -> tuple[list[str], dict[str, str]]:
@@ -458,3 +431,31 @@ class Checkouts:
             ["rev-parse", "--verify", f"refs/heads/{branch}"], git_dir=git_dir
         )
         return result.stdout.strip()
+
+
+def _check_sparse_paths(
+    runner: GitRunner, repo: RepoURL, worktree: Worktree, sparse_args: list[str]
+) -> None:
+    """A sparse path that names nothing at the commit (a typo, `scr/` for `src/`) would
+    silently give a worktree with only top-level files, or none: refuse it instead.
+    One git process for all the paths, and only when sparse paths are asked for (a failed
+    listing is left to the checkout to report)."""
+    given = [arg.strip("/") for arg in sparse_args[sparse_args.index("--") + 1 :]]
+    paths = [path for path in given if not any(ch in path for ch in "*?[")]  # not globs
+    if not paths:
+        return
+    # ls-tree reads trees only: a partial clone fetches no blob for this.
+    listing = runner.run(
+        ["ls-tree", "--name-only", "-z", worktree.commit, "--", *paths],
+        git_dir=worktree.git_dir,
+        key=repo.key,
+    )
+    found = set(listing.stdout.split("\0"))
+    missing = [path for path in paths if path not in found]
+    if listing.ok and missing:
+        raise InvalidInputError(
+            f"Sparse path {', '.join(map(repr, missing))} matches nothing at this commit",
+            url=repo.redacted,
+            commit=worktree.commit,
+            hint="check the spelling; sparse paths are relative to the repository's top",
+        )

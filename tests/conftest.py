@@ -76,6 +76,24 @@ def store(cache_dir: Path) -> RepoStore:
     return RepoStore(cache_dir, timeout=60, lock_timeout=60)
 
 
+#: What the ``run`` fixture returns: (exit status, stdout, stderr).
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def run(cache_dir: Path, capsys: pytest.CaptureFixture[str]) -> Run:
+    """Run the cache command in this process against ``cache_dir``: (status, stdout, stderr)."""
+    from pytest_repoclones import cli
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        status = cli.main(["--cache-dir", str(cache_dir), *args])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return invoke
+
+
 @pytest.fixture
 def trace_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every git process started from now on (in any process) logs its argv here."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Run
 from helpers.children import ChildGroup
 from helpers.messages import without_paths
 from upstream import Upstream, git, truncate_pack
@@ -34,21 +35,6 @@ from pytest_repoclones.cache_admin import (
 
 DAY = 86400.0
 DEAD_PID = 99_999_999  # above any pid_max: never a live process
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def run(cache_dir: Path, capsys: pytest.CaptureFixture[str]) -> Run:
-    """Run the command in this process against ``cache_dir``: (status, stdout, stderr)."""
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        status = cli.main(["--cache-dir", str(cache_dir), *args])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return invoke
 
 
 def run_module(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

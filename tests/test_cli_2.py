@@ -10,26 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import Run
 from upstream import Upstream
 
 from pytest_repoclones import RepoStore, cli
 from pytest_repoclones.cache_admin import resolve_cache_dir
 
-Run = Callable[..., tuple[int, str, str]]
 MISSING_SHA = "0123456789abcdef0123456789abcdef01234567"
-
-
-@pytest.fixture
-def run(cache_dir: Path, capsys: pytest.CaptureFixture[str]) -> Run:
-    """Run the command in this process against ``cache_dir``: (status, stdout, stderr)."""
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        status = cli.main(["--cache-dir", str(cache_dir), *args])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return invoke
 
 
 def small_upstream(make_upstream: Callable[..., Upstream], name: str) -> Upstream:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import socket
-import subprocess
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 from helpers.messages import message_of, without_paths
+from helpers.mounts import read_only_bind
 from inner import run
 from upstream import Upstream
 
@@ -139,22 +139,8 @@ def read_only_cache(upstream: Upstream, tmp_path: Path) -> Iterator[Path]:
     """A warm cache, bind-mounted read-only (as in test_read_only_cache.py)."""
     source = tmp_path / "cache-rw"
     RepoStore(source).clone(upstream.url)
-    mount_point = tmp_path / "cache-ro"
-    mount_point.mkdir()
-    bind = subprocess.run(
-        ["mount", "--bind", str(source), str(mount_point)], capture_output=True, text=True
-    )
-    if bind.returncode != 0:
-        pytest.skip(f"cannot bind-mount here (needs root): {bind.stderr.strip()}")
-    try:
-        ro = subprocess.run(
-            ["mount", "-o", "remount,ro,bind", str(mount_point)], capture_output=True, text=True
-        )
-        if ro.returncode != 0:
-            pytest.skip(f"cannot remount read-only here: {ro.stderr.strip()}")
+    with read_only_bind(source, tmp_path / "cache-ro") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_read_only_cache_missing_branch_says_in_the_cache(

@@ -3,12 +3,12 @@ as it is: worktrees at cached commits, nothing written into it (issue 9)."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers.messages import message_of, raises_saying, without_paths
+from helpers.mounts import read_only_bind
 from upstream import Upstream, git
 
 from pytest_repoclones import CacheWriteError, RepoStore, cli
@@ -31,22 +31,8 @@ def read_only_cache(upstream: Upstream, tmp_path: Path) -> Iterator[Path]:
     warm.resolve(upstream.url, upstream.rev("refs/pull/7/head"))
     wt = warm.add_worktree(upstream.url, "main", tmp_path / "warm-wt")
     warm.remove_worktree(wt)
-    mount_point = tmp_path / "cache-ro"
-    mount_point.mkdir()
-    bind = subprocess.run(
-        ["mount", "--bind", str(source), str(mount_point)], capture_output=True, text=True
-    )
-    if bind.returncode != 0:
-        pytest.skip(f"cannot bind-mount here (needs root): {bind.stderr.strip()}")
-    try:
-        ro = subprocess.run(
-            ["mount", "-o", "remount,ro,bind", str(mount_point)], capture_output=True, text=True
-        )
-        if ro.returncode != 0:
-            pytest.skip(f"cannot remount read-only here: {ro.stderr.strip()}")
+    with read_only_bind(source, tmp_path / "cache-ro") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_worktrees_from_a_read_only_cache(

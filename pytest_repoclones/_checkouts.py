@@ -22,7 +22,7 @@ from ._ownership import Owner
 from ._registry import WorktreeRegistry
 from ._remote import OFFLINE_HINT, Remote
 from ._resolve import Resolver
-from ._reuse import Parking
+from ._reuse import Parking, remember_index
 from ._runner import GitRunner
 from ._standalone import init_borrowing, init_isolated
 from .errors import CommitNotFoundError, InvalidInputError, WorktreeError
@@ -213,6 +213,8 @@ class Checkouts:
         """Write a registered worktree's files, outside the lock: the slow part."""
         try:
             self._write_files(repo, worktree, sparse_args)
+            if self.reuse and sparse_args is None:
+                remember_index(worktree.admin_dir)  # what a later move starts from
         except BaseException:
             self.remove(worktree)
             raise

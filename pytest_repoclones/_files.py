@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "INDEX_SNAPSHOT",
     "clear_worktree_state",
     "leave_directory",
     "make_deletable",
-    "normalize_modes",
     "read_json",
     "read_stripped",
     "rmtree",
@@ -105,36 +105,6 @@ def make_deletable(root: Path) -> None:
             _chmod_if(os.path.join(top, name), lambda mode: mode | stat.S_IRWXU)
 
 
-def _umask() -> int:
-    # os.umask() can only be read by setting it, which races with other threads.
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
-def normalize_modes(root: Path) -> None:
-    """Give files and directories the permission bits a fresh checkout would have.
-
-    git records only the executable bit; a test's chmod 0444 on an unchanged file, or on a
-    directory, survives checkout and clean, and a fresh worktree would not have it.
-    """
-    umask = _umask()
-    want_dir, want_exec, want_file = 0o777 & ~umask, 0o777 & ~umask, 0o666 & ~umask
-    for top, dirs, files in os.walk(root):
-        if top == str(root) and ".git" in files:
-            files.remove(".git")
-        for name in dirs:
-            _chmod_if(os.path.join(top, name), lambda mode: want_dir)
-        for name in files:
-            path = os.path.join(top, name)
-            _chmod_if(path, lambda mode: want_exec if mode & stat.S_IXUSR else want_file)
-
-
 def _chmod_if(path: str, wanted: Callable[[int], int]) -> None:
     try:
         info = os.lstat(path)
@@ -169,7 +139,9 @@ def read_json(path: Path) -> Any:
 
 # Per-worktree state a test may leave in its admin dir (merges, rebases, bisects, its HEAD
 # reflog, worktree config, sparse patterns, refs/worktree/*): a reused worktree gets none.
-_KEPT_ADMIN_FILES = frozenset({"HEAD", "commondir", "gitdir", "locked", "index"})
+# The index as a checkout of ours wrote it, kept beside git's for worktree reuse.
+INDEX_SNAPSHOT = "repoclones-index"
+_KEPT_ADMIN_FILES = frozenset({"HEAD", "commondir", "gitdir", "locked", "index", INDEX_SNAPSHOT})
 
 
 def clear_worktree_state(admin_dir: Path) -> None:

@@ -13,19 +13,21 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
 from ._files import (
+    INDEX_SNAPSHOT,
     clear_worktree_state,
     make_deletable,
-    normalize_modes,
     read_stripped,
     write_atomically,
 )
 from ._git import GitResult
 from ._layout import key_of
 from ._lock import RepoLock
+from ._modes import fix_modes, odd_modes
 from ._ownership import Owner
 from ._registry import WorktreeRegistry
 from .errors import RepoClonesError, WorktreeError
@@ -33,7 +35,7 @@ from .revisions import Revision
 from .urls import RepoURL
 from .worktree import Worktree
 
-__all__ = ["Parking"]
+__all__ = ["Parking", "remember_index"]
 
 log = logging.getLogger("pytest_repoclones")
 
@@ -132,12 +134,17 @@ class Parking:
         if target.exists():
             target.rmdir()  # validated empty
         target.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock(repo).hold(f"worktree reuse {target}"):
+        lock = self._lock(repo)
+        with lock.hold(f"worktree reuse {target}"):
             # What `git worktree move` does, without a process: rename, then repoint the entry.
             os.rename(parked.path, target)
             write_atomically(parked.admin_dir / "gitdir", f"{target / '.git'}\n")
             write_atomically(parked.admin_dir / "locked", self._owner.reason(branch))
             clear_worktree_state(parked.admin_dir)
+            # The old branch goes now, in this hold: HEAD names a branch that is not born
+            # until the checkout below creates the new one (git allows that, as in a new
+            # repository), and the removal on failure deletes a missing branch without error.
+            self._registry.delete_branch(lock, git_dir, parked.branch)
         moved = Worktree(
             path=target,
             url=url,
@@ -152,9 +159,6 @@ class Parking:
             with contextlib.suppress(OSError, RepoClonesError):
                 self._remove(moved)
             raise
-        lock = self._lock(repo)
-        with lock.hold(f"worktree reuse {target}"):
-            self._registry.delete_branch(lock, git_dir, parked.branch)
         return Worktree(
             path=target,
             url=url,
@@ -167,23 +171,45 @@ class Parking:
     def _reset_parked(
         self, repo: RepoURL, moved: Worktree, revision: Revision, start: str, branch: str
     ) -> None:
-        """Make a parked worktree indistinguishable from a fresh checkout of ``start``."""
-        # First what would leak into the checkout itself: untracked files (a stray
-        # .gitattributes applies to it; -ff also takes nested repositories, -x ignored files)
-        # and index flags a test set (skip-worktree, assume-unchanged hide files from git).
-        # A directory the test made read-only stops clean and checkout for any user but
-        # root: every directory gets u+rwx back first (normalize_modes sets modes after).
-        make_deletable(moved.path)
-        self._run(repo, moved, ["clean", "--quiet", "-ffdx"])
-        self._clear_index_flags(repo, moved)
-        # -b, not -B: an existing branch of that name is an error, never silently moved.
-        checkout = ["checkout", "--quiet", "--force", "--no-recurse-submodules", "-b", branch]
-        result = self._run(repo, moved, [*checkout, start], check=False)
-        if not result.ok:
+        """Make a parked worktree indistinguishable from a fresh checkout of ``start``.
+
+        The index our own checkout wrote (kept as INDEX_SNAPSHOT) goes back in place of the one
+        the test left: no staged entries, no conflicts, no skip-worktree or assume-unchanged
+        flags, every file's stat data as we wrote it. A forced checkout then writes what
+        differs between the commits and whatever the test changed, and one clean takes what
+        it added: git's own in-place floor. The one pass git has no equivalent for, the
+        permission bits (see ``_modes``), runs in a thread meanwhile.
+        """
+        os.replace(moved.admin_dir / INDEX_SNAPSHOT, moved.admin_dir / "index")
+        with ThreadPoolExecutor(1, thread_name_prefix="repoclones-modes") as pool:
+            survey = pool.submit(self._survey_modes, repo, moved)
+            self._check_out_commit(repo, moved, revision, start, branch)
+            try:
+                self._clean(repo, moved, revision)
+                fix_modes(survey.result())
+                remember_index(moved.admin_dir)
+            except BaseException:
+                self._delete_new_branch(repo, moved, branch)
+                raise
+
+    def _survey_modes(self, repo: RepoURL, moved: Worktree) -> list[str]:
+        # Reads whichever index is in place (the snapshot, or the checkout's once renamed in):
+        # a path of both commits is in either, and a path of one only is git's to write.
+        listing = self._run(repo, moved, ["ls-files", "-z"]).stdout
+        return odd_modes(moved.path, listing.split("\0"))
+
+    def _check_out_commit(
+        self, repo: RepoURL, moved: Worktree, revision: Revision, start: str, branch: str
+    ) -> None:
+        result = self._checkout(repo, moved, start, branch)
+        if not result.ok and "already exists" not in result.stderr:
             self._check_damage(repo, moved.git_dir, result.stderr)
-        if not result.ok and revision.kind == "full" and "already exists" not in result.stderr:
-            start = self._resolve_object(repo, moved.git_dir, revision)
-            result = self._run(repo, moved, [*checkout, start], check=False)
+            # A directory the test made read-only stops git for any user but root; a commit
+            # only under refs/pull/* (say) must be fetched first.
+            make_deletable(moved.path)
+            if revision.kind == "full":
+                start = self._resolve_object(repo, moved.git_dir, revision)
+            result = self._checkout(repo, moved, start, branch)
         if not result.ok:
             raise WorktreeError(
                 "Could not move a reused worktree to the commit",
@@ -195,29 +221,78 @@ class Parking:
             # git 2.39's checkout exits 0 after "error: Could not read <tree>", having deleted
             # the old commit's files and written none of the new one's.
             self._check_damage(repo, moved.git_dir, result.stderr)
-            # Files the old commit tracked and the new one ignores stay behind as ignored.
-            self._run(repo, moved, ["clean", "--quiet", "-ffdx"])
-            normalize_modes(moved.path)
         except BaseException:
-            # The caller removes the worktree with its old branch; this one is ours too.
-            lock = self._lock(repo)
-            with lock.hold(f"worktree reuse {moved.path}"):
-                self._registry.delete_branch(lock, moved.git_dir, branch)
+            self._delete_new_branch(repo, moved, branch)
             raise
 
-    def _clear_index_flags(self, repo: RepoURL, worktree: Worktree) -> None:
-        listing = self._run(repo, worktree, ["ls-files", "-v", "-z"]).stdout
-        skip, assume = [], []
-        for entry in listing.split("\0"):
-            tag, _, path = entry.partition(" ")
-            if tag.upper() == "S":
-                skip.append(path)
-            if tag.islower():  # lowercase: assume-unchanged (``s``: both flags)
-                assume.append(path)
-        for flag, paths in (("--no-skip-worktree", skip), ("--no-assume-unchanged", assume)):
-            if paths:
-                # One flag per call: update-index applies only the last one to --stdin paths.
-                _run = self._run
-                _run(
-                    repo, worktree, ["update-index", flag, "-z", "--stdin"], stdin="\0".join(paths)
-                )
+    def _delete_new_branch(self, repo: RepoURL, moved: Worktree, branch: str) -> None:
+        # The caller removes the worktree with its old branch; the new one is ours too.
+        lock = self._lock(repo)
+        with lock.hold(f"worktree reuse {moved.path}"):
+            self._registry.delete_branch(lock, moved.git_dir, branch)
+
+    def _checkout(self, repo: RepoURL, moved: Worktree, start: str, branch: str) -> GitResult:
+        # -b, not -B: an existing branch of that name is an error, never silently moved.
+        args = ["checkout", "--quiet", "--force", "--no-recurse-submodules", "-b", branch, start]
+        return self._run(repo, moved, args, check=False)
+
+    def _clean(self, repo: RepoURL, moved: Worktree, revision: Revision) -> None:
+        """Delete what the test added: untracked and ignored files, nested repositories."""
+        clean = ["-c", "core.quotePath=false", "clean", "-ffdx"]
+        result = self._run(repo, moved, clean, check=False)
+        removed = result.stdout
+        if not result.ok:  # a read-only directory, for any user but root
+            make_deletable(moved.path)
+            removed += self._run(repo, moved, clean).stdout
+        stray = [_removed_gitattributes(line) for line in removed.splitlines()]
+        self._check_out_again(repo, moved, revision, [d for d in stray if d is not None])
+
+    def _check_out_again(
+        self, repo: RepoURL, moved: Worktree, revision: Revision, directories: list[str]
+    ) -> None:
+        """Write the files under ``directories`` again, now that no stray attributes apply.
+
+        git reads a worktree's .gitattributes where the commit has none in a directory, also
+        an untracked one, while the checkout writes the files beside it and below: those
+        files may be converted (line endings, ident, filters) as a fresh checkout's are not.
+        """
+        if not directories:
+            return
+        if any(d.startswith('"') for d in directories):  # a name git had to quote
+            raise WorktreeError(
+                "An untracked .gitattributes applied to the reused worktree's checkout",
+                url=repo.redacted,
+                commit=revision.text,
+            )
+        pathspecs = [d or "." for d in directories]
+        literal = ["--literal-pathspecs"]
+        listing = self._run(repo, moved, [*literal, "ls-files", "-z", "--", *pathspecs]).stdout
+        for path in filter(None, listing.split("\0")):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(moved.path / path)
+        self._run(repo, moved, [*literal, "checkout", "--quiet", "--", *pathspecs])
+
+
+def _removed_gitattributes(clean_line: str) -> str | None:
+    """The directory of a ``.gitattributes`` file a ``git clean`` line ("Removing <path>")
+    names, relative ("" at the top), or None.
+
+    A removed directory is named whole ("Removing dir/"): it held no tracked file, so no
+    file the checkout wrote was beside its attributes.
+    """
+    path = clean_line.removeprefix("Removing ").rstrip("\n")
+    parent, _, name = path.rpartition("/")
+    return parent if name in (".gitattributes", '.gitattributes"') else None
+
+
+def remember_index(admin_dir: Path) -> None:
+    """Keep the index a checkout of ours just wrote, for the next move of this worktree.
+
+    A hard link costs nothing: git replaces its index by renaming a new file over it and
+    never writes one in place, so the linked file stays as it is now.
+    """
+    snapshot = admin_dir / INDEX_SNAPSHOT
+    tmp = snapshot.with_name(f"{INDEX_SNAPSHOT}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.link(admin_dir / "index", tmp)
+    os.replace(tmp, snapshot)

@@ -26,7 +26,7 @@ from helpers.messages import message_of, raises_saying, without_paths
 from inner import records, run
 from upstream import Upstream, count_git_commands, git
 
-from pytest_repoclones import InvalidInputError, RepoStore, Worktree, WorktreeError, _files
+from pytest_repoclones import InvalidInputError, RepoStore, Worktree, WorktreeError, _modes
 
 
 @dataclass
@@ -638,13 +638,13 @@ def test_reuse_refuses_an_existing_explicit_branch_like_a_fresh_worktree(
 def test_a_failed_reuse_after_the_checkout_falls_back_to_a_fresh_worktree(
     project: Project, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real, failed = _files.normalize_modes, []
+    real, failed = _modes.fix_modes, []
 
-    def fail_once(root: Path) -> None:
+    def fail_once(suspects: Any) -> None:
         if not failed:
-            failed.append(root)
-            raise PermissionError(f"simulated failure after the checkout in {root}")
-        real(root)
+            failed.append(list(suspects))
+            raise PermissionError("simulated failure after the checkout and the clean")
+        real(suspects)
 
     store = make_store(cache_dir, reuse=True)
     first = store.add_worktree(project.url, project.c1, tmp_path / "a")
@@ -654,15 +654,15 @@ def test_a_failed_reuse_after_the_checkout_falls_back_to_a_fresh_worktree(
     users = [
         module
         for name, module in sorted(sys.modules.items())
-        if name.startswith("pytest_repoclones") and getattr(module, "normalize_modes", None) is real
+        if name.startswith("pytest_repoclones") and getattr(module, "fix_modes", None) is real
     ]
-    assert users, "nothing imports normalize_modes any more: this test injects nothing"
+    assert users, "nothing imports fix_modes any more: this test injects nothing"
     for module in users:
-        monkeypatch.setattr(module, "normalize_modes", fail_once)
+        monkeypatch.setattr(module, "fix_modes", fail_once)
     branch = store.new_branch_name("explicit")  # as the worktree fixture passes it
     second = store.add_worktree(project.url, project.c2, tmp_path / "b", branch=branch)
     # The fault fired, in the parked worktree moved to the new path, after its checkout...
-    assert failed == [tmp_path / "b"], "the injected failure never happened"
+    assert len(failed) == 1, "the injected failure never happened"
     # ...and the worktree handed out is a fresh one, at the path asked for.
     assert not was_reused(second)
     assert second.path == tmp_path / "b"

@@ -19,6 +19,7 @@ from ._inputs import check_worktree_path, sparse_arguments
 from ._layout import MARKER, CacheLayout, key_of
 from ._lock import RepoLock
 from ._ownership import Owner
+from ._packs import HistoryPacks
 from ._registry import WorktreeRegistry
 from ._remote import OFFLINE_HINT, Remote
 from ._resolve import Resolver
@@ -65,6 +66,7 @@ class Checkouts:
         self._new_branch_name = new_branch_name
         self.offline = offline
         self.reuse = reuse
+        self._packs = HistoryPacks(runner)
         self.parking = Parking(
             owner=owner,
             registry=registry,
@@ -96,9 +98,16 @@ class Checkouts:
         branch: str | None,
         sparse: Sequence[str] | None,
         isolate: bool,
+        history: bool = True,
     ) -> Worktree:
         __tracebackhide__ = True  # its arguments may hold a secret
         revision = parse_revision(commit)
+        if not history and not isolate:
+            raise InvalidInputError(
+                "history=False needs isolate=True (a worktree of the cache shares its history)",
+                url=repo.redacted,
+                commit=commit,
+            )
         target = check_worktree_path(path, self.cache_dir, repo.redacted, commit)
         sparse_args = sparse_arguments(sparse)
         if sparse_args is not None:
@@ -114,8 +123,9 @@ class Checkouts:
             start = f"{revision.text}^{{commit}}"
         else:
             start = self._resolver.resolve(repo, git_dir, revision)
+        isolation = (isolate, history)
         worktree = self._make(
-            repo, git_dir, revision, start, target, branch, auto_branch, sparse_args, isolate, url
+            repo, git_dir, revision, start, target, branch, auto_branch, sparse_args, isolation, url
         )
         stats = self._stats(repo)
         stats.worktrees += 1
@@ -138,13 +148,14 @@ class Checkouts:
         branch: str,
         auto_branch: bool,
         sparse_args: list[str] | None,
-        isolate: bool,
+        isolation: tuple[bool, bool],
         given_url: str | os.PathLike[str],
     ) -> Worktree:
         """The worktree the settings call for: isolated, reused, borrowing a read-only
         cache's objects, or a new one registered in the entry."""
         __tracebackhide__ = True  # its arguments may hold a secret
         url = str(given_url)
+        isolate, history = isolation
         if isolate:
             if self._entries.is_partial(repo):
                 # Its blobs are fetched lazily from the remote; git's local transport cannot
@@ -157,7 +168,7 @@ class Checkouts:
                 )
             if revision.kind == "full":
                 start = self._resolver.resolve_object(repo, git_dir, revision)
-            return self._isolated_worktree(repo, start, target, branch, sparse_args, url)
+            return self._isolated_worktree(repo, start, target, branch, sparse_args, url, history)
         if self.reuse and sparse_args is None and not self.read_only:
             reused = self.parking.take(repo, revision, start, target, branch, url)
             if reused is not None:
@@ -293,33 +304,40 @@ class Checkouts:
         branch: str,
         sparse_args: list[str] | None,
         url: str,
+        history: bool,
     ) -> Worktree:
-        """A new repository at ``target`` with only ``sha``'s history, fetched from the cache.
+        """A new repository at ``target`` with only ``sha``'s history (or, without
+        ``history``, one new commit of its tree), from a pack of the cache entry.
 
-        Not a worktree of the cache (that would share every ref and object): a fetch of the
-        one commit over git's local transport copies exactly its ancestors, nothing else.
+        Not a worktree of the cache (that would share every ref and object). The pack is made
+        once per commit and shared (``_packs``); a read-only cache gets one per repository.
         """
         __tracebackhide__ = True  # its arguments may hold a secret
         git_dir = target / ".git"
+        cache_git_dir = self.layout.git_dir(repo.key)
         try:
-            failed = init_isolated(
-                self._runner, self.layout.git_dir(repo.key), target, branch, sha, repo.key
-            )
-            if failed is not None:
-                # The fetch's other end is the cache entry: its complaints are its damage.
-                self._entries.check_damage(
-                    repo, self.layout.git_dir(repo.key), failed.stderr, serving=True
+            if self.read_only:
+                staging = git_dir / "objects" / "pack"
+                staging.mkdir(parents=True)
+                objects = git_dir / "objects"
+                pack = self._packs.build(
+                    cache_git_dir, sha, staging, history=history, key=repo.key, objects=objects
                 )
+            else:
+                pack = self._packs.shared(cache_git_dir, sha, history=history, key=repo.key)
+            if isinstance(pack, GitResult):
+                # The pack's source is the cache entry: its complaints are its damage.
+                self._entries.check_damage(repo, cache_git_dir, pack.stderr, serving=True)
                 raise WorktreeError(
                     f"Could not build an isolated repository at {target}",
                     url=repo.redacted,
                     commit=sha,
-                    git_error=failed.error_line,
+                    git_error=pack.error_line,
                 )
             worktree = Worktree(
                 path=target,
                 url=url,
-                commit=self.branch_commit(git_dir, branch),
+                commit=init_isolated(pack, target, branch, sha),
                 branch=branch,
                 git_dir=git_dir,
                 admin_dir=git_dir,
@@ -327,6 +345,9 @@ class Checkouts:
                 isolated=True,
             )
             self._write_files(repo, worktree, sparse_args)
+            # `reset --hard` names the commit in ORIG_HEAD and the logs: only what the test
+            # does from here on may be there.
+            (git_dir / "ORIG_HEAD").unlink(missing_ok=True)
             rmtree(git_dir / "logs")
         except BaseException:
             rmtree(target)

@@ -1,43 +1,59 @@
 """Repositories of their own for a test, built from a cache entry without registering in it.
 
-Two kinds: an isolated one (``isolate=True``) holds only the commit and its ancestors, fetched
-over git's local transport, so that no other branch, tag or reflog can leak the future; a
+Two kinds: an isolated one (``isolate=True``) holds only the commit and its ancestors (or, with
+``history=False``, one new commit of its tree), from a pack made from the entry (``_packs``), so
+that no other branch, tag, reflog or object can leak the future; a
 borrowing one (for a read-only cache) shares the entry's objects through git alternates and
 shows its branches and tags, as a worktree would, without writing into the cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import zlib
 from pathlib import Path
 
 from ._files import read_stripped
-from ._git import GitResult
-from ._runner import GitRunner
+from ._packs import Pack, link_pack
 
 __all__ = ["init_borrowing", "init_isolated"]
 
 
-def init_isolated(
-    runner: GitRunner, cache_git_dir: Path, target: Path, branch: str, sha: str, key: str
-) -> GitResult | None:
-    """Make ``target/.git`` with ``sha``'s history on ``branch``; git's failure, or None."""
-    for args in (
-        ["init", "--quiet", "--template=", f"--initial-branch={branch}", "--", str(target)],
-        # Fetching into the branch HEAD names needs --update-head-ok; no tags, no
-        # FETCH_HEAD, no reflog: nothing but the commit and its ancestors.
-        [
-            "-c", "core.logAllRefUpdates=false", "-C", str(target), "fetch", "--quiet",
-            "--no-tags", "--no-write-fetch-head", "--no-auto-maintenance",
-            "--update-head-ok", "--", str(cache_git_dir), f"+{sha}:refs/heads/{branch}",
-        ],
-    ):  # fmt: skip
-        result = runner.run(args, key=key)
-        if not result.ok:
-            return result
-    with open(target / ".git" / "config", "a", encoding="utf-8") as config:
-        config.write("[core]\n\tlogAllRefUpdates = false\n[gc]\n\tauto = 0\n")
-    return None
+def init_isolated(pack: Pack, target: Path, branch: str, sha: str) -> str:
+    """Make ``target/.git`` holding only ``pack``'s objects, on ``branch``; the commit it is at.
+
+    What ``git init`` writes, without a process: the pack is already indexed, so the
+    repository is whole once the branch names the commit. A history-free pack brings its one
+    commit, written here as a loose object.
+    """
+    dot_git = target / ".git"
+    for sub in ("objects/info", "refs/heads", "refs/tags"):
+        (dot_git / sub).mkdir(parents=True)
+    link_pack(pack, dot_git / "objects" / "pack")
+    if pack.commit is not None:
+        sha = _write_loose(dot_git, pack.commit, sha256=len(sha) == 64)
+    (dot_git / "config").write_text(_config(sha256=len(sha) == 64))
+    (dot_git / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
+    branch_ref = dot_git / "refs" / "heads" / branch
+    branch_ref.parent.mkdir(parents=True, exist_ok=True)
+    branch_ref.write_text(f"{sha}\n")
+    return sha
+
+
+def _config(*, sha256: bool) -> str:
+    # No reflogs (a reflog names what a ref pointed at), no automatic gc in a test's repository.
+    core = "[core]\n\trepositoryformatversion = {}\n\tfilemode = true\n\tbare = false\n"
+    config = core.format(1 if sha256 else 0) + "\tlogAllRefUpdates = false\n[gc]\n\tauto = 0\n"
+    return config + ("[extensions]\n\tobjectFormat = sha256\n" if sha256 else "")
+
+
+def _write_loose(dot_git: Path, obj: bytes, *, sha256: bool) -> str:
+    name = (hashlib.sha256 if sha256 else hashlib.sha1)(obj).hexdigest()
+    path = dot_git / "objects" / name[:2] / name[2:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(zlib.compress(obj))
+    return name
 
 
 def init_borrowing(cache_git_dir: Path, target: Path, branch: str, sha: str) -> Path:

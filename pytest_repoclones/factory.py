@@ -48,11 +48,13 @@ class WorktreeFactory:
         *,
         sparse: Sequence[str] | None = None,
         isolate: bool = False,
+        history: bool = True,
     ) -> Worktree:
         """Check out ``commit`` (default: the remote's default branch) of ``url`` for this test.
 
         ``sparse``: only these paths (``["src/", "docs/index.md"]``). ``isolate``: a repository
-        of its own with only the commit's history (for evaluation harnesses).
+        of its own with only the commit's history (for evaluation harnesses); with
+        ``history=False`` too, one new commit of the files and no history at all.
         """
         __tracebackhide__ = True
         try:
@@ -65,6 +67,7 @@ class WorktreeFactory:
                 branch=self._store.new_branch_name(self._slug),
                 sparse=sparse,
                 isolate=isolate,
+                history=history,
             )
         except RepoClonesError as exc:
             # The message says everything; the plugin's internal frames would only bury it.

@@ -9,7 +9,7 @@ import pytest
 
 __all__ = ["declarations", "declared", "parametrize_commits"]
 
-_OPTIONS = ("sparse", "isolate")
+_OPTIONS = ("sparse", "isolate", "history")
 
 
 def _parse(marker: pytest.Mark) -> tuple[Any, Any, dict[str, Any]]:
@@ -20,7 +20,8 @@ def _parse(marker: pytest.Mark) -> tuple[Any, Any, dict[str, Any]]:
     unknown = set(marker.kwargs) - {"url", "commit", *_OPTIONS}
     if url is None or args or unknown:
         raise TypeError(
-            "@pytest.mark.worktree takes (url, commit=None, *, sparse=None, isolate=False); "
+            "@pytest.mark.worktree takes (url, commit=None, *, sparse=None, isolate=False, "
+            "history=True); "
             f"got args={marker.args!r} kwargs={marker.kwargs!r}"
         )
     options = {name: marker.kwargs[name] for name in _OPTIONS if name in marker.kwargs}

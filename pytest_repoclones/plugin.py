@@ -212,8 +212,8 @@ def _warn_spaced_cache_dir(config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "worktree(url, commit=None, *, sparse=None, isolate=False): the worktree the "
-        "repo_worktree fixture gives; a list of commits parametrizes the test over them",
+        "worktree(url, commit=None, *, sparse=None, isolate=False, history=True): the worktree "
+        "the repo_worktree fixture gives; a list of commits parametrizes the test over them",
     )
     workerinput = getattr(config, "workerinput", None)
     if workerinput is None:  # workers get their arguments from the controller, which warns
@@ -448,11 +448,12 @@ def worktree(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorktreeFactory]:
-    """Factory ``worktree(url, commit=None, *, sparse=None, isolate=False) -> Worktree``: a
-    new worktree of ``commit`` of ``url`` (default: the remote's default branch) on a new branch;
-    ``sparse=["src/", "docs/index.md"]`` checks out only those paths; ``isolate=True`` gives a
-    repository of its own holding only the commit and its ancestors (no other branch, tag or
-    remote). Call it as often as needed; every worktree is removed at teardown.
+    """Factory ``worktree(url, commit=None, *, sparse=None, isolate=False, history=True) ->
+    Worktree``: a new worktree of ``commit`` of ``url`` (default: the remote's default branch)
+    on a new branch; ``sparse=["src/", "docs/index.md"]`` checks out only those paths;
+    ``isolate=True`` gives a repository of its own holding only the commit and its ancestors
+    (no other branch, tag or remote); ``history=False`` with it, one new commit of the files
+    and no history. Call it as often as needed; every worktree is removed at teardown.
 
     ``commit`` is a full or abbreviated object name, a branch, a tag or a ref such as
     ``refs/pull/7/head``. The result is a :class:`Worktree` (``path``, ``url``, ``commit``,

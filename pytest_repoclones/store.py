@@ -227,6 +227,7 @@ class RepoStore:
         *,
         sparse: Sequence[str] | None = None,
         isolate: bool = False,
+        history: bool = True,
     ) -> Worktree:
         """Check out ``commit`` of ``url`` into a new worktree at ``path`` on a new branch.
 
@@ -235,6 +236,8 @@ class RepoStore:
         to check out (directories end with ``/``; cone mode when all are directories).
         ``isolate`` makes a repository of its own, built from the cache, holding only the
         commit and its ancestors: no other branch, tag, remote or reflog can leak the future.
+        With ``history=False`` (and ``isolate=True``) it holds one new parentless commit of
+        ``commit``'s tree and nothing else.
         """
         __tracebackhide__ = True  # its arguments may hold a secret
         repo = self._parse_url(url)
@@ -242,7 +245,9 @@ class RepoStore:
             return self._entries.rebuilding_once(
                 repo,
                 commit,
-                lambda: self._checkouts.add(repo, url, commit, path, branch, sparse, isolate),
+                lambda: self._checkouts.add(
+                    repo, url, commit, path, branch, sparse, isolate, history
+                ),
             )
 
     def remove_worktree(self, worktree: Worktree) -> None:

@@ -584,7 +584,9 @@ def test_malformed_marker_is_reported_clearly(
     result = run(pytester, cache_dir)
     assert result.ret != pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
-        ["*@pytest.mark.worktree takes (url, commit=None, *, sparse=None, isolate=False)*"]
+        [
+            "*@pytest.mark.worktree takes (url, commit=None, *, sparse=None, isolate=False, history=True)*"
+        ]
     )
 
 

@@ -161,7 +161,7 @@ def test_fixtures_shows_every_keyword_of_worktree(
     out = result.stdout.str()
     # Without -v pytest prints the docstring's first paragraph only: it must hold the keywords.
     section = out[out.index("\nworktree -- ") :].split("\n\n", 1)[0]
-    assert "worktree(url, commit=None, *, sparse=None, isolate=False)" in section
+    assert "worktree(url, commit=None, *, sparse=None, isolate=False, history=True)" in section
     assert "sparse=" in section
     assert "isolate=True" in section
 

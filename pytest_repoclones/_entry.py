@@ -31,6 +31,8 @@ from ._layout import (
     write_marker,
 )
 from ._lock import RepoLock
+from ._reference import RECORD as REFERENCE_RECORD
+from ._reference import ReferenceCache, reference_problem
 from ._registry import WorktreeRegistry
 from ._remote import OFFLINE_HINT, REMOTE_HEAD, Remote
 from ._runner import GitRunner
@@ -95,6 +97,8 @@ class CacheEntries:
         stats: Callable[[RepoURL], RepoStats],
         drop_parked: Callable[[str], None],
         mutex: threading.Lock,
+        reference: ReferenceCache | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.layout = layout
         self.cache_dir = layout.cache_dir
@@ -109,6 +113,8 @@ class CacheEntries:
         self._stats = stats
         self._drop_parked = drop_parked
         self._mutex = mutex
+        self._reference = reference or ReferenceCache(None)
+        self._warn = warn
         self._prepared: set[str] = set()
         self._refreshed: set[str] = set()
         self._partial: dict[str, bool] = {}
@@ -216,11 +222,16 @@ class CacheEntries:
             self.layout.ensure_for_clone()
             clone_filter = self._clone_filters.get(repo.key, self.clone_filter)
             init_bare_repository(tmp, promisor_url=repo.fetch_url, clone_filter=clone_filter)
+            seed = self._reference.entry(repo, clone_filter)
+            borrowed = None if seed is None else self._reference.borrow(tmp, seed)
             self._fetch_upstream(repo, tmp, problem="Could not clone", clone_filter=clone_filter)
             # fetch writes new refs loose: a file check spares a git process on the cold path.
             if not (tmp / REMOTE_HEAD).is_file():
                 self._check_has_commits(repo, tmp)
-            write_marker(tmp, url=repo.redacted, canonical=repo.canonical, filter=clone_filter)
+            extra = {} if borrowed is None else {REFERENCE_RECORD: borrowed}
+            write_marker(
+                tmp, url=repo.redacted, canonical=repo.canonical, filter=clone_filter, **extra
+            )
             self._mark_refreshed(tmp)
             # The rename is the publication: readers see a complete clone or none at all.
             os.rename(tmp, git_dir)
@@ -239,7 +250,10 @@ class CacheEntries:
     def _check_health_locked(self, repo: RepoURL, git_dir: Path) -> None:
         """Rebuild a damaged entry, unless live worktrees still use it: then say what to delete."""
         self._lock(repo).assert_held()
-        problem = find_problem(git_dir, lambda: tips_without_trees(git_dir, self._runner))
+        # The reference first: a vanished one also shows as objects missing, less clearly.
+        problem = reference_problem(git_dir) or find_problem(
+            git_dir, lambda: tips_without_trees(git_dir, self._runner)
+        )
         if problem is None:
             return
         self._registry.prune_dead(self._lock(repo), git_dir)
@@ -250,7 +264,10 @@ class CacheEntries:
                 url=repo.redacted,
                 hint=f"stop those processes, then delete {git_dir}",
             )
-        log.warning("repoclones: rebuilding damaged cache entry %s: %s", git_dir, problem)
+        message = f"repoclones: cloning {repo.redacted} again: cache entry {git_dir}: {problem}"
+        log.warning("%s", message)
+        if self._warn is not None:
+            self._warn(message)
         self.layout.discard(git_dir)
 
     def check_damage(

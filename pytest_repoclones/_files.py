@@ -137,10 +137,10 @@ def read_json(path: Path) -> Any:
         return None
 
 
-# Per-worktree state a test may leave in its admin dir (merges, rebases, bisects, its HEAD
-# reflog, worktree config, sparse patterns, refs/worktree/*): a reused worktree gets none.
 # The index as a checkout of ours wrote it, kept beside git's for worktree reuse.
 INDEX_SNAPSHOT = "repoclones-index"
+# Per-worktree state a test may leave in its admin dir (merges, rebases, bisects, its HEAD
+# reflog, worktree config, sparse patterns, refs/worktree/*): a reused worktree gets none.
 _KEPT_ADMIN_FILES = frozenset({"HEAD", "commondir", "gitdir", "locked", "index", INDEX_SNAPSHOT})
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from ._files import rmtree
 from ._git import GitResult, credential_args, ssh_batch_env
 from ._layout import read_only_error
+from ._mirrors import Mirrors
 from ._remote_failures import RemoteFailures
 from ._runner import GitRunner
 from .errors import (
@@ -77,8 +78,10 @@ class Remote:
         stats: Callable[[], RepoStats],
         partial: Callable[[], bool],
         progress: Callable[[str], None] | None,
+        mirrors: Mirrors | None = None,
     ) -> None:
         self.repo = repo
+        self._mirrors = mirrors
         self._runner = runner
         self._cache_dir = cache_dir
         self._offline = offline
@@ -136,19 +139,25 @@ class Remote:
                 url=repo.redacted,
                 hint=OFFLINE_HINT,
             )
-        pre_args, extra_env = self.auth()
         building = git_dir.parent.name == "tmp"  # a clone's own fetch counts as the clone
         options, report = self._options(building, clone_filter=clone_filter, upstream=upstream)
         # A partial clone must fetch through its promisor remote; others name the URL, so
         # that no URL is ever stored in the cached repository's config.
         source = "origin" if clone_filter is not None or self._partial() else repo.fetch_url
-        self._failures.check(repo.key, repo.redacted)
+        args = ["fetch", *options, "--", source, *refspecs]
         if not building:
             self._stats().fetches += 1
         started = time.time()
+        mirror = self._mirrors.mirror_of(repo) if self._mirrors else None
+        if mirror is not None:
+            served = self._fetch_from_mirror(mirror, git_dir, args, report, started)
+            if served is not None:
+                return served
+        self._failures.check(repo.key, repo.redacted)
+        pre_args, extra_env = self.auth()
         try:
             result = self._runner.run(
-                ["fetch", *options, "--", source, *refspecs],
+                args,
                 git_dir=git_dir,
                 key=repo.key,
                 pre_args=pre_args,
@@ -163,6 +172,41 @@ class Remote:
             self._raise_local_write_failure(result, git_dir, started)
             self._record_failure(result)
         return result
+
+    def _fetch_from_mirror(
+        self,
+        mirror: RepoURL,
+        git_dir: Path,
+        args: list[str],
+        report: Callable[[str], None] | None,
+        started: float,
+    ) -> GitResult | None:
+        """The fetch served by ``mirror``, or None (said once): then the original serves it."""
+        assert self._mirrors is not None
+        repo = self.repo
+        pre_args, extra_env = self._auth_for(mirror)
+        # The entry keeps the original URL (a partial clone's promisor remote too): git
+        # rewrites it to the mirror for this one command. No credential is in either URL.
+        pre_args = [*pre_args, "-c", f"url.{mirror.fetch_url}.insteadOf={repo.fetch_url}"]
+        try:
+            result = self._runner.run(
+                args,
+                git_dir=git_dir,
+                key=repo.key,
+                pre_args=pre_args,
+                extra_env=extra_env,
+                url=mirror.redacted,
+                progress=report,
+            )
+        except GitTimeoutError:
+            self._mirrors.failed(repo, mirror, "it timed out", unreachable=True)
+            return None
+        if result.ok:
+            return result
+        self._raise_local_write_failure(result, git_dir, started)  # the disk, not the mirror
+        reason = mirror.scrub(repo.scrub(result.error_line))
+        self._mirrors.failed(repo, mirror, reason, unreachable=not self.not_found(result))
+        return None
 
     def _record_failure(self, result: GitResult) -> None:
         """Remember a remote that did not answer, so that later operations fail at once."""
@@ -198,7 +242,9 @@ class Remote:
 
     def auth(self) -> tuple[list[str], dict[str, str]]:
         """git arguments and environment that carry the URL's credentials (never argv)."""
-        repo = self.repo
+        return self._auth_for(self.repo)
+
+    def _auth_for(self, repo: RepoURL) -> tuple[list[str], dict[str, str]]:
         pre_args, extra_env = credential_args(
             repo.username if repo.scheme in ("http", "https") else None, repo.password
         )

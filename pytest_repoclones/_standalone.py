@@ -76,18 +76,22 @@ def init_borrowing(cache_git_dir: Path, target: Path, branch: str, sha: str) -> 
     return dot_git
 
 
-def shared_refs(git_dir: Path) -> str:
-    """A packed-refs file with the cache's branches (refs/remotes/origin/*) and tags, read from
-    its files (no git process): what a worktree of the cache would show a test."""
+def shared_refs(
+    git_dir: Path, prefixes: tuple[str, ...] = ("refs/remotes/origin/", "refs/tags/")
+) -> str:
+    """A packed-refs file with the refs of ``git_dir`` under ``prefixes`` (by default the
+    cache's branches and tags: what a worktree of the cache would show a test), read from its
+    files (no git process). A prefix not ending in ``/`` names one ref."""
     refs: dict[str, str] = {}
     packed = read_stripped(git_dir / "packed-refs") or ""
     for line in packed.splitlines():
         sha, _, name = line.partition(" ")
-        if name.startswith(("refs/remotes/origin/", "refs/tags/")):
+        if name.startswith(prefixes) and not line.startswith(("#", "^")):
             refs[name] = sha
-    for top in ("refs/remotes/origin", "refs/tags"):
-        root = git_dir / top
-        for path in root.rglob("*") if root.is_dir() else []:
+    for prefix in prefixes:
+        root = git_dir / prefix
+        paths = root.rglob("*") if prefix.endswith("/") and root.is_dir() else [root]
+        for path in paths:
             loose = read_stripped(path) if path.is_file() else None
             if loose and len(loose) in (40, 64):  # loose refs win over packed ones, as in git
                 refs[path.relative_to(git_dir).as_posix()] = loose

@@ -23,6 +23,7 @@ from .settings import (
     KEEP_CHOICES,
     OFFLINE_ENV,
     PYTEST_CACHE_DIR_SETTINGS,
+    REFERENCE_DIR_ENV,
     SESSION_ID,
     Settings,
 )
@@ -136,7 +137,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="FILTER",
         help="Make new clones partial, e.g. blob:none (blobs are fetched when checked out)",
     )
+    group.addoption(
+        "--repo-reference-dir",
+        dest="repo_reference_dir",
+        metavar="PATH",
+        help=f"A seed cache (another machine's, read-only is fine) whose objects new clones "
+        f"borrow (env {REFERENCE_DIR_ENV}, ini repo_reference_dir)",
+    )
+    group.addoption(
+        "--repo-mirror",
+        dest="repo_mirror",
+        metavar="ORIGINAL=MIRROR",
+        action="append",
+        help="Fetch ORIGINAL (a URL or URL prefix) from MIRROR first, falling back to ORIGINAL "
+        "(repeatable; ini repo_mirrors)",
+    )
     parser.addini("repo_cache_dir", "Directory of the shared clone cache", default="")
+    parser.addini("repo_reference_dir", "A seed cache new clones borrow objects from", default="")
+    parser.addini("repo_mirrors", "Mirrors, lines of 'ORIGINAL=MIRROR'", type="linelist")
     # A number where pytest has the type, so that pytest 9's native [tool.pytest] table takes
     # `repo_timeout = 5`; None when unset, so an explicit 0 is still refused as "not > 0".
     seconds = seconds_ini_type(pytest.version_tuple)

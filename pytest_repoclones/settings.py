@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CACHE_DIR_ENV",
+    "REFERENCE_DIR_ENV",
     "ProjectConfigError",
     "Settings",
     "default_cache_dir",
@@ -35,6 +36,7 @@ CACHE_DIR_ENV = "PYTEST_REPO_CACHE_DIR"
 SESSION_ID = "repoclones_session"
 EXCHANGE_DIR = "repoclones_exchange_dir"
 OFFLINE_ENV = "PYTEST_REPO_OFFLINE"
+REFERENCE_DIR_ENV = "PYTEST_REPO_REFERENCE_DIR"
 KEEP_CHOICES = ("none", "failed", "all")
 
 
@@ -107,6 +109,10 @@ class Settings:
     keep: str = "none"
     clone_filter: str | None = None
     clone_filters: tuple[tuple[str, str], ...] = ()
+    #: A seed cache new clones borrow objects from (``--repo-reference-dir``).
+    reference_dir: Path | None = None
+    #: (ORIGINAL, MIRROR) pairs (``--repo-mirror``, ini ``repo_mirrors``).
+    mirrors: tuple[tuple[str, str], ...] = ()
     #: Why there is no cache directory. A session that never uses the plugin must still run,
     #: so this is only shown in the header and raised by the fixtures that need the cache.
     cache_problem: str | None = None
@@ -150,6 +156,8 @@ class Settings:
             keep=keep,
             clone_filter=clone_filter,
             clone_filters=clone_filters,
+            reference_dir=_reference_dir(config),
+            mirrors=_mirrors(config),
             cache_problem=cache_problem,
         )
 
@@ -158,12 +166,15 @@ class Settings:
         from ._inputs import check_filter
 
         check_filter(self.clone_filter)
-        if self.clone_filters:
+        if self.clone_filters or self.mirrors:
             from .urls import parse_url  # only then: a plain suite imports no more than needed
 
             for url, spec in self.clone_filters:
                 parse_url(url)
                 check_filter(spec)
+            for original, mirror in self.mirrors:
+                parse_url(original)
+                parse_url(mirror)
 
     def cache_error(self) -> RepoClonesError:
         """What a test that needs the cache gets when there is none: why, and what to set."""
@@ -347,6 +358,33 @@ def _clone_filters(config: pytest.Config) -> tuple[tuple[str, str], ...]:
             )
         filters.append((url.strip(), spec))
     return tuple(filters)
+
+
+def _reference_dir(config: pytest.Config) -> Path | None:
+    """--repo-reference-dir, else $PYTEST_REPO_REFERENCE_DIR, else ini repo_reference_dir (a
+    relative ini path is relative to the ini file, as pytest's own paths are)."""
+    given = config.getoption("repo_reference_dir", None) or os.environ.get(REFERENCE_DIR_ENV)
+    if given:
+        return Path(given).expanduser().absolute()
+    ini = config.getini("repo_reference_dir")
+    if not ini:
+        return None
+    base = config.inipath.parent if config.inipath else Path.cwd()
+    return (base / Path(str(ini)).expanduser()).absolute()
+
+
+def _mirrors(config: pytest.Config) -> tuple[tuple[str, str], ...]:
+    import pytest
+
+    lines = [*(config.getoption("repo_mirror", None) or []), *config.getini("repo_mirrors")]
+    if not lines:
+        return ()  # and nothing more imported: a plain suite pays for no URL parsing
+    from ._mirrors import parse_mirror_rule
+
+    try:
+        return tuple(parse_mirror_rule(str(line)) for line in lines if str(line).strip())
+    except RepoClonesError as exc:
+        raise pytest.UsageError(f"repo_mirrors / --repo-mirror: {exc}") from None
 
 
 def _check_cache_dir(config: pytest.Config, cache_dir: Path, source: str) -> None:

@@ -47,7 +47,9 @@ from ._layout import (
     CacheLayout,
 )
 from ._lock import RepoLock
+from ._mirrors import NOTICES_DIR, Mirrors
 from ._ownership import Owner
+from ._reference import ReferenceCache
 from ._registry import BRANCH_PREFIX, WorktreeRegistry
 from ._remote import Remote
 from ._remote_failures import RemoteFailures
@@ -97,6 +99,8 @@ class RepoStore:
         clone_filter: str | None = None,
         clone_filters: Mapping[str, str] | None = None,
         progress: Callable[[str], None] | None = None,
+        reference_dir: str | os.PathLike[str] | None = None,
+        mirrors: Iterable[tuple[str, str]] | Mapping[str, str] | None = None,
     ) -> None:
         self.cache_dir = Path(cache_dir).expanduser().absolute()
         self.timeout = check_seconds("timeout", timeout)
@@ -118,6 +122,16 @@ class RepoStore:
             parse_url(url, self.protocols).key: check_filter(spec)
             for url, spec in (clone_filters or {}).items()
         }
+        #: A seed cache whose objects new clones borrow (git alternates); never written.
+        self.reference = ReferenceCache(reference_dir)
+        rules = mirrors.items() if isinstance(mirrors, Mapping) else (mirrors or ())
+        self._mirrors = Mirrors(
+            rules,
+            self.protocols,
+            notices=self.cache_dir / NOTICES_DIR,
+            session_id=self.session_id,
+            warn=notice,
+        )
         self._mutex = threading.Lock()
         self._locks: dict[str, RepoLock] = {}
         self.layout = CacheLayout(self.cache_dir)
@@ -146,6 +160,8 @@ class RepoStore:
             stats=self._stats,
             drop_parked=self._drop_parked,
             mutex=self._mutex,
+            reference=self.reference,
+            warn=self._notice,
         )
         self._resolver = Resolver(self._entries, self._runner, self._lock)
         self._checkouts = Checkouts(
@@ -192,6 +208,8 @@ class RepoStore:
             offline=settings.offline,
             clone_filter=settings.clone_filter,
             clone_filters=dict(settings.clone_filters),
+            reference_dir=settings.reference_dir,
+            mirrors=settings.mirrors,
         )
 
     def __repr__(self) -> str:
@@ -384,6 +402,7 @@ class RepoStore:
             stats=lambda: self._stats(repo),
             partial=lambda: self._entries.is_partial(repo),
             progress=self._progress,
+            mirrors=self._mirrors,
         )
 
     def _stats(self, repo: RepoURL) -> RepoStats:

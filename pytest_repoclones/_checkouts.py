@@ -168,6 +168,8 @@ class Checkouts:
                 )
             if revision.kind == "full":
                 start = self._resolver.resolve_object(repo, git_dir, revision)
+            if history and self._entries.is_shallow(repo):
+                self._entries.deepen(repo, git_dir, start)  # every ancestor, as promised
             return self._isolated_worktree(repo, start, target, branch, sparse_args, url, history)
         if self.reuse and sparse_args is None and not self.read_only:
             reused = self.parking.take(repo, revision, start, target, branch, url)

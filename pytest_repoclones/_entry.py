@@ -34,8 +34,9 @@ from ._lock import RepoLock
 from ._reference import RECORD as REFERENCE_RECORD
 from ._reference import ReferenceCache, reference_problem
 from ._registry import WorktreeRegistry
-from ._remote import OFFLINE_HINT, REMOTE_HEAD, Remote
+from ._remote import NAMED_PREFIX, OFFLINE_HINT, PIN_PREFIX, REMOTE_HEAD, Remote
 from ._runner import GitRunner
+from ._shallow import DEPTH, fetched_in_session, mark_fetched, name_patterns, name_refspecs
 from .errors import (
     CacheCorruptError,
     CacheWriteError,
@@ -56,7 +57,6 @@ _T = TypeVar("_T")
 
 #: Sessions remembered in REFRESH_MARKER: concurrent runs each find their own id there.
 REFRESH_MEMORY = 32
-NAMED_PREFIX = "refs/repoclones/named/"
 #: Times an operation is retried after its cache entry was removed under it (gc in a loop).
 ENTRY_RETRIES = 3
 # A fetch's connectivity check found objects missing: the remote sent too little, or (what we
@@ -99,6 +99,8 @@ class CacheEntries:
         mutex: threading.Lock,
         reference: ReferenceCache | None = None,
         warn: Callable[[str], None] | None = None,
+        shallow: bool = False,
+        shallow_keys: frozenset[str] = frozenset(),
     ) -> None:
         self.layout = layout
         self.cache_dir = layout.cache_dir
@@ -115,6 +117,10 @@ class CacheEntries:
         self._mutex = mutex
         self._reference = reference or ReferenceCache(None)
         self._warn = warn
+        #: New entries are shallow (all, or those of these keys); an entry's marker decides.
+        self.shallow = shallow
+        self._shallow_keys = shallow_keys
+        self._shallow: dict[str, bool] = {}
         self._prepared: set[str] = set()
         self._refreshed: set[str] = set()
         self._partial: dict[str, bool] = {}
@@ -131,6 +137,7 @@ class CacheEntries:
             self._prepared.discard(key)
             self._refreshed.discard(key)
             self._partial.pop(key, None)
+            self._shallow.pop(key, None)
 
     def refreshed(self, key: str) -> bool:
         return key in self._refreshed
@@ -224,11 +231,16 @@ class CacheEntries:
             init_bare_repository(tmp, promisor_url=repo.fetch_url, clone_filter=clone_filter)
             seed = self._reference.entry(repo, clone_filter)
             borrowed = None if seed is None else self._reference.borrow(tmp, seed)
-            self._fetch_upstream(repo, tmp, problem="Could not clone", clone_filter=clone_filter)
-            # fetch writes new refs loose: a file check spares a git process on the cold path.
-            if not (tmp / REMOTE_HEAD).is_file():
-                self._check_has_commits(repo, tmp)
-            extra = {} if borrowed is None else {REFERENCE_RECORD: borrowed}
+            shallow = self.shallow or repo.key in self._shallow_keys
+            extra: dict[str, object] = {"shallow": True} if shallow else {}
+            if not shallow:  # a shallow entry starts empty: each commit comes when asked for
+                problem = "Could not clone"
+                self._fetch_upstream(repo, tmp, problem=problem, clone_filter=clone_filter)
+                # fetch writes new refs loose: a file check spares a git process (cold path).
+                if not (tmp / REMOTE_HEAD).is_file():
+                    self._check_has_commits(repo, tmp)
+            if borrowed is not None:
+                extra[REFERENCE_RECORD] = borrowed
             write_marker(
                 tmp, url=repo.redacted, canonical=repo.canonical, filter=clone_filter, **extra
             )
@@ -236,6 +248,7 @@ class CacheEntries:
             # The rename is the publication: readers see a complete clone or none at all.
             os.rename(tmp, git_dir)
             self._partial[repo.key] = clone_filter is not None
+            self._shallow[repo.key] = shallow
             self._stats(repo).clones += 1
         except BaseException:
             rmtree(tmp)
@@ -403,6 +416,8 @@ class CacheEntries:
         """Fetch branches and tags, at most once per repository per session."""
         if repo.key in self._refreshed or self.offline or self.read_only:
             return  # offline, read-only: branches and tags are what the cache last saw
+        if self.is_shallow(repo):
+            return  # names are fetched one by one (fetch_name): all of them is the history
         if not self._refreshed_by_session(git_dir):
             with self._lock(repo).hold(f"fetch branches and tags of {repo.redacted}"):
                 # Re-check under the lock: another worker of this session may have done it.
@@ -438,9 +453,15 @@ class CacheEntries:
             raise self._remote(repo).fetch_error(revision.text, result, "Could not fetch ref")
 
     def _fetch_upstream(
-        self, repo: RepoURL, git_dir: Path, *, problem: str, clone_filter: str | None = None
+        self,
+        repo: RepoURL,
+        git_dir: Path,
+        *,
+        problem: str,
+        clone_filter: str | None = None,
+        extra: list[str] | None = None,
     ) -> None:
-        result = self._remote(repo).fetch_upstream(git_dir, clone_filter=clone_filter)
+        result = self._remote(repo).fetch_upstream(git_dir, clone_filter=clone_filter, extra=extra)
         if not result.ok:
             self._check_fetch_damage(repo, git_dir, result)
             raise RemoteError(problem, url=repo.redacted, git_error=repo.scrub(result.error_line))
@@ -450,11 +471,13 @@ class CacheEntries:
         self._lock(repo).assert_held()
         sha = revision.text
         assert sha is not None
-        result = self._remote(repo).fetch_commit(git_dir, sha)
+        shallow = self.is_shallow(repo)
+        result = self._remote(repo).fetch_commit(git_dir, sha, depth=DEPTH if shallow else None)
         if result.ok:
             return
         self._check_fetch_damage(repo, git_dir, result)
-        if not Remote.not_found(result):
+        if not Remote.not_found(result) or shallow:
+            # A shallow entry never takes every branch and tag to look for one commit.
             raise self._remote(repo).fetch_error(sha, result, "Could not fetch commit")
         # Servers without fetch-by-name (protocol v0, some mirrors): try the advertised refs.
         if repo.key not in self._refreshed:
@@ -478,6 +501,62 @@ class CacheEntries:
         """Record the last use (the marker's mtime) for `pytest-repoclones gc`: one utime."""
         with contextlib.suppress(OSError):
             os.utime(git_dir / MARKER)
+
+    def is_shallow(self, repo: RepoURL) -> bool:
+        """Whether the entry was made shallow (``--repo-shallow``): see ``_shallow``."""
+        shallow = self._shallow.get(repo.key)
+        if shallow is None:
+            metadata = read_marker(self._git_dir(repo)) or {}
+            shallow = bool(metadata.get("shallow"))
+            self._shallow[repo.key] = shallow
+        return shallow
+
+    def fetch_name(self, repo: RepoURL, git_dir: Path, revision: Revision) -> None:
+        """Fetch a branch, tag, ref or the default branch into a shallow entry, depth 1, once
+        per session (a name that is not upstream is left for the lookup to report)."""
+        name = revision.text
+        session = self.session_id
+        if self.offline or self.read_only or fetched_in_session(git_dir, name, session):
+            return
+        remote = self._remote(repo)
+        with self._lock(repo).hold(f"fetch {name or 'HEAD'} (shallow)"):
+            if fetched_in_session(git_dir, name, session):
+                return  # another worker of this session did
+            patterns = None if name is None else name_patterns(name)
+            listing = ""
+            if patterns is not None:
+                listed = remote.list_refs(git_dir, patterns)
+                if not listed.ok and not Remote.lacks(listed):
+                    raise remote.fetch_error(name, listed, "Could not list the remote's refs")
+                listing = listed.stdout
+            specs = name_refspecs(name, listing)
+            if specs:
+                result = remote.fetch(git_dir, specs, extra=[f"--depth={DEPTH}", "--no-tags"])
+                if not result.ok and not Remote.not_found(result):
+                    self._check_fetch_damage(repo, git_dir, result)
+                    raise remote.fetch_error(name, result, "Could not fetch")
+            mark_fetched(git_dir, name, session)
+
+    def deepen(self, repo: RepoURL, git_dir: Path, sha: str | None) -> None:
+        """Make a shallow entry complete: every ancestor of what it holds (``sha``'s among
+        them), or, without ``sha``, every branch and tag with their whole history."""
+        if not (git_dir / "shallow").exists() and sha is not None:
+            return
+        with self._lock(repo).hold(f"deepen {repo.redacted}"):
+            if sha is None:
+                self._shallow[repo.key] = False  # as a full entry: refreshed as one from now
+                extra = ["--unshallow"] if (git_dir / "shallow").exists() else []
+                self._fetch_upstream(repo, git_dir, problem="Could not deepen", extra=extra)
+                self._mark_refreshed(git_dir)
+                with self._mutex:
+                    self._refreshed.add(repo.key)
+                return
+            if not (git_dir / "shallow").exists():
+                return  # another process did
+            refspec = f"+{sha}:{PIN_PREFIX}{sha}"
+            result = self._remote(repo).fetch(git_dir, [refspec], extra=["--unshallow"])
+        if not result.ok:
+            raise self._remote(repo).fetch_error(sha, result, "Could not fetch the history")
 
     def is_partial(self, repo: RepoURL) -> bool:
         """Whether the cached clone was made with a filter (then it fetches via 'origin')."""

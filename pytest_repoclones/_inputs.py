@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import InvalidInputError, WorktreeError
 
-__all__ = ["check_filter", "check_seconds", "check_worktree_path", "sparse_arguments"]
+__all__ = [
+    "check_filter",
+    "check_seconds",
+    "check_shallow",
+    "check_worktree_path",
+    "sparse_arguments",
+]
 
 
 def check_seconds(name: str, value: object) -> float:
@@ -86,3 +93,18 @@ def check_worktree_path(path: object, cache_dir: Path, url: str, commit: str | N
             f"Worktree path {target} is inside the cache", url=url, commit=commit
         )
     return target
+
+
+def check_shallow(
+    shallow: bool, keys: frozenset[str], clone_filter: str | None, filters: Mapping[str, object]
+) -> None:
+    """A shallow entry and a partial one are two answers to one question: pick one."""
+    both = (shallow and (clone_filter is not None or any(filters.values()))) or any(
+        key in filters and filters[key] is not None for key in keys
+    )
+    if both or (keys and clone_filter is not None):
+        raise InvalidInputError(
+            "A repository cannot be both shallow and cloned with a filter",
+            hint="drop --repo-shallow (repo_shallow_urls) or --repo-clone-filter "
+            "(repo_clone_filters) for it",
+        )

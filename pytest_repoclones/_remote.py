@@ -30,11 +30,13 @@ from .errors import (
 from .stats import RepoStats
 from .urls import RepoURL
 
-__all__ = ["OFFLINE_HINT", "PIN_PREFIX", "REMOTE_HEAD", "Remote"]
+__all__ = ["NAMED_PREFIX", "OFFLINE_HINT", "PIN_PREFIX", "REMOTE_HEAD", "Remote"]
 
 log = logging.getLogger("pytest_repoclones")
 
 PIN_PREFIX = "refs/repoclones/pins/"
+#: Where a ref outside branches and tags (refs/pull/7/head) is kept once fetched.
+NAMED_PREFIX = "refs/repoclones/named/"
 OFFLINE_HINT = (
     "warm the cache first: `pytest-repoclones prefetch URL [COMMIT...]`, "
     "or one run without --repo-offline"
@@ -91,22 +93,29 @@ class Remote:
         self._partial = partial
         self._progress = progress
 
-    def fetch_upstream(self, git_dir: Path, *, clone_filter: str | None = None) -> GitResult:
+    def fetch_upstream(
+        self, git_dir: Path, *, clone_filter: str | None = None, extra: list[str] | None = None
+    ) -> GitResult:
         """Branches (pruned), tags (forced, never pruned) and the remote's HEAD."""
         specs = [_HEAD_REFSPEC, _BRANCHES_REFSPEC]
-        result = self.fetch(git_dir, specs, clone_filter=clone_filter, upstream=True)
+
+        def fetch() -> GitResult:
+            return self.fetch(git_dir, specs, clone_filter=clone_filter, upstream=True, extra=extra)
+
+        result = fetch()
         if not result.ok and "couldn't find remote ref HEAD" in result.stderr:
             # Remote HEAD points at a missing branch, or the remote is empty.
             specs = specs[1:]
-            result = self.fetch(git_dir, specs, clone_filter=clone_filter, upstream=True)
+            result = fetch()
         for _ in range(3):  # a few rounds: each one may uncover the next clash
             if result.ok or not self._remove_clashing_tags(git_dir, result.stderr):
                 break
-            result = self.fetch(git_dir, specs, clone_filter=clone_filter, upstream=True)
+            result = fetch()
         return result
 
-    def fetch_commit(self, git_dir: Path, sha: str) -> GitResult:
-        """One object by its full name, pinned under PIN_PREFIX so that nothing drops it."""
+    def fetch_commit(self, git_dir: Path, sha: str, *, depth: int | None = None) -> GitResult:
+        """One object by its full name, pinned under PIN_PREFIX so that nothing drops it
+        (with ``depth``, only that many commits of its history: a shallow entry)."""
         if self._read_only():
             raise read_only_error(
                 self._cache_dir, self.repo.redacted, "does not hold this commit", sha
@@ -118,7 +127,8 @@ class Remote:
                 commit=sha,
                 hint=OFFLINE_HINT,
             )
-        return self.fetch(git_dir, [f"+{sha}:{PIN_PREFIX}{sha}"])
+        extra = [] if depth is None else [f"--depth={depth}"]
+        return self.fetch(git_dir, [f"+{sha}:{PIN_PREFIX}{sha}"], extra=extra)
 
     def fetch(
         self,
@@ -127,30 +137,48 @@ class Remote:
         *,
         clone_filter: str | None = None,
         upstream: bool = False,
+        extra: list[str] | None = None,
     ) -> GitResult:
         repo = self.repo
-        if self._read_only():
-            raise read_only_error(
-                self._cache_dir, repo.redacted, "cannot take what the remote has", None
-            )
-        if self._offline:
-            raise RemoteError(
-                "Not in the cache, and --repo-offline forbids contacting the remote",
-                url=repo.redacted,
-                hint=OFFLINE_HINT,
-            )
+        self._refuse_unless_online("cannot take what the remote has")
         building = git_dir.parent.name == "tmp"  # a clone's own fetch counts as the clone
         options, report = self._options(building, clone_filter=clone_filter, upstream=upstream)
         # A partial clone must fetch through its promisor remote; others name the URL, so
         # that no URL is ever stored in the cached repository's config.
         source = "origin" if clone_filter is not None or self._partial() else repo.fetch_url
-        args = ["fetch", *options, "--", source, *refspecs]
+        args = ["fetch", *options, *(extra or []), "--", source, *refspecs]
         if not building:
             self._stats().fetches += 1
+        return self._network(args, git_dir, report)
+
+    def list_refs(self, git_dir: Path, patterns: list[str]) -> GitResult:
+        """The remote's refs matching ``patterns`` (``git ls-remote``), no object fetched."""
+        self._refuse_unless_online("cannot ask the remote for its refs")
+        self._stats().fetches += 1
+        # --exit-code: "none matches" is exit status 2, which a mirror that lacks the ref must
+        # give for the original to be asked.
+        args = ["ls-remote", "--exit-code", "--", self.repo.fetch_url, *patterns]
+        return self._network(args, git_dir, None)
+
+    def _refuse_unless_online(self, what: str) -> None:
+        if self._read_only():
+            raise read_only_error(self._cache_dir, self.repo.redacted, what, None)
+        if self._offline:
+            raise RemoteError(
+                "Not in the cache, and --repo-offline forbids contacting the remote",
+                url=self.repo.redacted,
+                hint=OFFLINE_HINT,
+            )
+
+    def _network(
+        self, args: list[str], git_dir: Path, report: Callable[[str], None] | None
+    ) -> GitResult:
+        """Run a git command that talks to the remote: through its mirror first, if any."""
+        repo = self.repo
         started = time.time()
         mirror = self._mirrors.mirror_of(repo) if self._mirrors else None
         if mirror is not None:
-            served = self._fetch_from_mirror(mirror, git_dir, args, report, started)
+            served = self._from_mirror(mirror, git_dir, args, report, started)
             if served is not None:
                 return served
         self._failures.check(repo.key, repo.redacted)
@@ -168,12 +196,12 @@ class Remote:
         except GitTimeoutError as exc:
             self._failures.record(repo.key, exc)
             raise
-        if not result.ok:
+        if not result.ok and not self.lacks(result):
             self._raise_local_write_failure(result, git_dir, started)
             self._record_failure(result)
         return result
 
-    def _fetch_from_mirror(
+    def _from_mirror(
         self,
         mirror: RepoURL,
         git_dir: Path,
@@ -181,7 +209,7 @@ class Remote:
         report: Callable[[str], None] | None,
         started: float,
     ) -> GitResult | None:
-        """The fetch served by ``mirror``, or None (said once): then the original serves it."""
+        """The command as ``mirror`` served it, or None (said once): then the original serves it."""
         assert self._mirrors is not None
         repo = self.repo
         pre_args, extra_env = self._auth_for(mirror)
@@ -205,7 +233,7 @@ class Remote:
             return result
         self._raise_local_write_failure(result, git_dir, started)  # the disk, not the mirror
         reason = mirror.scrub(repo.scrub(result.error_line))
-        self._mirrors.failed(repo, mirror, reason, unreachable=not self.not_found(result))
+        self._mirrors.failed(repo, mirror, reason, unreachable=not self.lacks(result))
         return None
 
     def _record_failure(self, result: GitResult) -> None:
@@ -256,6 +284,12 @@ class Remote:
     def not_found(result: GitResult) -> bool:
         """The remote answered, and has no such object or ref."""
         return any(phrase in result.stderr for phrase in _NOT_FOUND_PHRASES)
+
+    @classmethod
+    def lacks(cls, result: GitResult) -> bool:
+        """The remote answered, and has not what was asked (``ls-remote --exit-code``: 2)."""
+        listing = result.args[:1] == ("ls-remote",) and result.returncode == 2
+        return listing or cls.not_found(result)
 
     def fetch_error(self, commit: str | None, result: GitResult, problem: str) -> RepoClonesError:
         error_line = self.repo.scrub(result.error_line)

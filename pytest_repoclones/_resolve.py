@@ -57,6 +57,10 @@ class Resolver:
     def _resolve_abbrev(self, repo: RepoURL, git_dir: Path, revision: Revision) -> str:
         expr = f"{revision.text}^{{commit}}"
         found = self._lookup(git_dir, [expr], abbrev=revision, repo=repo)[0]
+        if found is None and self._entries.is_shallow(repo) and not self._cache_only:
+            # Only the whole history can say what an abbreviation names: take it all.
+            self._entries.deepen(repo, git_dir, None)
+            found = self._lookup(git_dir, [expr], abbrev=revision, repo=repo)[0]
         if found is None:
             self._entries.refresh(repo, git_dir)
             found = self._lookup(git_dir, [expr], abbrev=revision, repo=repo)[0]
@@ -77,7 +81,9 @@ class Resolver:
 
     def _resolve_name(self, repo: RepoURL, git_dir: Path, revision: Revision) -> str:
         named = revision.text is not None and revision.text.startswith("refs/")
-        if named and not revision.text.startswith(("refs/heads/", "refs/tags/")):  # type: ignore[union-attr]
+        if self._entries.is_shallow(repo):
+            self._entries.fetch_name(repo, git_dir, revision)
+        elif named and not revision.text.startswith(("refs/heads/", "refs/tags/")):  # type: ignore[union-attr]
             self._entries.refresh_named_ref(repo, git_dir, revision)
         else:
             self._entries.refresh(repo, git_dir)

@@ -153,6 +153,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(repeatable; ini repo_mirrors)",
     )
     parser.addini("repo_cache_dir", "Directory of the shared clone cache", default="")
+    group.addoption(
+        "--repo-shallow",
+        dest="repo_shallow",
+        action="store_true",
+        default=None,
+        help="New cache entries hold only the commits asked for, fetched with depth 1 "
+        "(fast cold starts; history is fetched when needed; ini repo_shallow_urls per URL)",
+    )
+    parser.addini("repo_shallow", "New cache entries are shallow", type="bool", default=False)
+    parser.addini(
+        "repo_shallow_urls", "Repositories whose new entries are shallow", type="linelist"
+    )
     parser.addini("repo_reference_dir", "A seed cache new clones borrow objects from", default="")
     parser.addini("repo_mirrors", "Mirrors, lines of 'ORIGINAL=MIRROR'", type="linelist")
     # A number where pytest has the type, so that pytest 9's native [tool.pytest] table takes

@@ -113,6 +113,9 @@ class Settings:
     reference_dir: Path | None = None
     #: (ORIGINAL, MIRROR) pairs (``--repo-mirror``, ini ``repo_mirrors``).
     mirrors: tuple[tuple[str, str], ...] = ()
+    #: New entries shallow (``--repo-shallow``), or those of these URLs (``repo_shallow_urls``).
+    shallow: bool = False
+    shallow_urls: tuple[str, ...] = ()
     #: Why there is no cache directory. A session that never uses the plugin must still run,
     #: so this is only shown in the header and raised by the fixtures that need the cache.
     cache_problem: str | None = None
@@ -158,6 +161,12 @@ class Settings:
             clone_filters=clone_filters,
             reference_dir=_reference_dir(config),
             mirrors=_mirrors(config),
+            shallow=bool(config.getoption("repo_shallow", False) or config.getini("repo_shallow")),
+            shallow_urls=tuple(
+                str(line).strip()
+                for line in config.getini("repo_shallow_urls")
+                if str(line).strip()
+            ),
             cache_problem=cache_problem,
         )
 
@@ -175,6 +184,13 @@ class Settings:
             for original, mirror in self.mirrors:
                 parse_url(original)
                 parse_url(mirror)
+        if self.shallow_urls or (self.shallow and (self.clone_filter or self.clone_filters)):
+            from ._inputs import check_shallow
+            from .urls import parse_url
+
+            keys = frozenset(parse_url(url).key for url in self.shallow_urls)
+            filters = {parse_url(url).key: spec for url, spec in self.clone_filters}
+            check_shallow(self.shallow, keys, self.clone_filter, filters)
 
     def cache_error(self) -> RepoClonesError:
         """What a test that needs the cache gets when there is none: why, and what to set."""

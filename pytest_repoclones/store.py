@@ -42,7 +42,7 @@ from ._files import (
     leave_directory,
 )
 from ._git import GitResult
-from ._inputs import check_filter, check_seconds
+from ._inputs import check_filter, check_seconds, check_shallow
 from ._layout import (
     CacheLayout,
 )
@@ -101,6 +101,8 @@ class RepoStore:
         progress: Callable[[str], None] | None = None,
         reference_dir: str | os.PathLike[str] | None = None,
         mirrors: Iterable[tuple[str, str]] | Mapping[str, str] | None = None,
+        shallow: bool = False,
+        shallow_urls: Iterable[str] = (),
     ) -> None:
         self.cache_dir = Path(cache_dir).expanduser().absolute()
         self.timeout = check_seconds("timeout", timeout)
@@ -122,6 +124,11 @@ class RepoStore:
             parse_url(url, self.protocols).key: check_filter(spec)
             for url, spec in (clone_filters or {}).items()
         }
+        #: New entries hold only the commits asked for, depth 1 (all, or these URLs'; see
+        #: _shallow.py); an entry keeps what it was made as.
+        self.shallow = shallow
+        self._shallow_keys = frozenset(parse_url(url, self.protocols).key for url in shallow_urls)
+        check_shallow(self.shallow, self._shallow_keys, self.clone_filter, self._clone_filters)
         #: A seed cache whose objects new clones borrow (git alternates); never written.
         self.reference = ReferenceCache(reference_dir)
         rules = mirrors.items() if isinstance(mirrors, Mapping) else (mirrors or ())
@@ -162,6 +169,8 @@ class RepoStore:
             mutex=self._mutex,
             reference=self.reference,
             warn=self._notice,
+            shallow=self.shallow,
+            shallow_keys=self._shallow_keys,
         )
         self._resolver = Resolver(self._entries, self._runner, self._lock)
         self._checkouts = Checkouts(
@@ -210,6 +219,8 @@ class RepoStore:
             clone_filters=dict(settings.clone_filters),
             reference_dir=settings.reference_dir,
             mirrors=settings.mirrors,
+            shallow=settings.shallow,
+            shallow_urls=settings.shallow_urls,
         )
 
     def __repr__(self) -> str:

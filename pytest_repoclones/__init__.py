@@ -10,6 +10,7 @@ from .errors import (
     GitTimeoutError,
     InvalidInputError,
     LockTimeoutError,
+    PatchError,
     RemoteError,
     RepoClonesError,
     WorktreeError,
@@ -17,13 +18,19 @@ from .errors import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ._chores import GitOutput
     from .factory import WorktreeFactory
     from .store import RepoStore
     from .worktree import Worktree
 
 # Imported on first use (PEP 562): pytest imports this package for the plugin in every run,
 # and a suite that never uses it should not pay for the store and everything behind it.
-_LAZY = {"RepoStore": ".store", "Worktree": ".worktree", "WorktreeFactory": ".factory"}
+_LAZY = {
+    "GitOutput": "._chores",
+    "RepoStore": ".store",
+    "Worktree": ".worktree",
+    "WorktreeFactory": ".factory",
+}
 
 
 def __getattr__(name: str) -> object:
@@ -42,9 +49,11 @@ __all__ = [
     "CacheWriteError",
     "CommitNotFoundError",
     "GitCommandError",
+    "GitOutput",
     "GitTimeoutError",
     "InvalidInputError",
     "LockTimeoutError",
+    "PatchError",
     "RemoteError",
     "RepoClonesError",
     "RepoStore",

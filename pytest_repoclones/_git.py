@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ._defaults import DEFAULT_TIMEOUT
 from .errors import GitTimeoutError, RepoClonesError
@@ -30,8 +31,10 @@ __all__ = [
     "SPARSE_MINIMUM_GIT",
     "GitResult",
     "check_git_version",
+    "command_name",
     "git_environment",
     "run_git",
+    "run_git_exact",
 ]
 
 # `git rev-parse --local-env-vars` on git 2.39: inherited from a git hook (pytest run by a
@@ -333,6 +336,72 @@ def run_git(
     return GitResult(tuple(args), process.returncode, stdout, stderr)
 
 
+def run_git_exact(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    timeout: float = DEFAULT_TIMEOUT,
+    extra_env: Mapping[str, str] | None = None,
+    pre_args: Sequence[str] = (),
+    url: str | None = None,
+    stdin: bytes | None = None,
+    timeout_hint: str = "raise --repo-timeout if the remote is just slow",
+) -> GitResult:
+    """run_git for output that must come back byte for byte: patches, file contents.
+
+    run_git reads git's output as text, which replaces undecodable bytes and, through Python's
+    universal newlines, turns every ``\r\n`` into ``\n``: either corrupts a patch. Here
+    stdin goes in as bytes and stdout is decoded as UTF-8 with ``surrogateescape``, so
+    ``result.stdout.encode("utf-8", "surrogateescape")`` is exactly what git wrote; stderr,
+    read by people, is decoded as run_git does. Same argv, environment, session and death
+    signal as run_git; no progress reporting.
+    """
+    argv, preexec = _command(args, pre_args, None)
+    process = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=str(cwd),
+        env={**env, **(extra_env or {})},
+        start_new_session=True,
+        preexec_fn=preexec,  # see _die_with_parent
+    )
+    try:
+        stdout, stderr = process.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        raise GitTimeoutError(
+            f"git {command_name(args)} timed out after {timeout:g} s and was killed",
+            url=url,
+            hint=timeout_hint,
+        ) from None
+    except BaseException:
+        _kill_group(process)
+        raise
+    return GitResult(
+        tuple(args),
+        process.returncode,
+        stdout.decode("utf-8", "surrogateescape"),
+        stderr.decode("utf-8", "replace"),
+    )
+
+
+def command_name(args: Sequence[str]) -> str:
+    """The git command ``args`` runs (``commit`` in ``-c k=v -C dir commit -m x``), for
+    messages: the first word is often an option."""
+    skip_next = False
+    for arg in args:
+        if skip_next:
+            skip_next = False
+        elif arg in ("-c", "-C", "--git-dir", "--work-tree", "--namespace"):
+            skip_next = True
+        elif not arg.startswith("-"):
+            return arg
+    return " ".join(args[:1]) or "(no command)"
+
+
 def _wait(
     process: subprocess.Popen[str],
     args: Sequence[str],
@@ -433,7 +502,7 @@ def _without_progress(text: str) -> str:
     return "\n".join(kept)
 
 
-def _kill_group(process: subprocess.Popen[str]) -> None:
+def _kill_group(process: subprocess.Popen[Any]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     try:

@@ -16,6 +16,7 @@ __all__ = [
     "GitTimeoutError",
     "InvalidInputError",
     "LockTimeoutError",
+    "PatchError",
     "RemoteError",
     "RepoClonesError",
     "WorktreeError",
@@ -115,6 +116,71 @@ class CacheCorruptError(RepoClonesError):
 
 class WorktreeError(RepoClonesError):
     """A worktree could not be created at the requested path or removed."""
+
+
+class PatchError(RepoClonesError):
+    """A patch did not apply to a worktree (``Worktree.apply``).
+
+    ``files`` and ``hunks`` say what failed, as git reported it, so that a harness can record
+    why a patch failed without parsing the message; the message lists them too.
+    """
+
+    #: How many failed hunks the message lists; ``hunks`` always has them all.
+    SHOWN = 20
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        files: tuple[str, ...] = (),
+        hunks: tuple[str, ...] = (),
+        url: str | None = None,
+        commit: str | None = None,
+        git_error: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        #: The files whose changes did not apply (sorted, as the patch names them).
+        self.files = tuple(files)
+        #: One line per failure, e.g. ``"src/app.py: hunk at line 12 did not apply"``.
+        self.hunks = tuple(hunks)
+        super().__init__(problem, url=url, commit=commit, git_error=git_error, hint=hint)
+
+    def _message(self) -> str:
+        lines = [f"\n  failed: {hunk}" for hunk in self.hunks[: self.SHOWN]]
+        if len(self.hunks) > self.SHOWN:
+            lines.append(f"\n  failed: ... and {len(self.hunks) - self.SHOWN} more")
+        head, sep, rest = super()._message().partition("\n")
+        return head + "".join(lines) + sep + rest
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_patch_error,
+            (
+                type(self),
+                self.problem,
+                self.files,
+                self.hunks,
+                self.url,
+                self.commit,
+                self.git_error,
+                self.hint,
+            ),
+        )
+
+
+def _rebuild_patch_error(
+    cls: type[PatchError],
+    problem: str,
+    files: tuple[str, ...],
+    hunks: tuple[str, ...],
+    url: str | None,
+    commit: str | None,
+    git_error: str | None,
+    hint: str | None,
+) -> PatchError:
+    return cls(
+        problem, files=files, hunks=hunks, url=url, commit=commit, git_error=git_error, hint=hint
+    )
 
 
 class CacheWriteError(RepoClonesError):

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .errors import RepoClonesError
 from .urls import redact
+
+if TYPE_CHECKING:
+    from ._chores import GitOutput
 
 __all__ = ["Worktree"]
 
@@ -52,3 +58,83 @@ class Worktree(os.PathLike[str]):
 
     def __str__(self) -> str:
         return str(self.path)
+
+    # Harness chores. The logic is in _chores, imported on first use: a suite that only holds
+    # Worktree values (or never uses the plugin) does not import the git machinery. As for the
+    # worktree fixture, an error's message says everything: the test's own line is where a
+    # report shows it, not under the plugin's frames.
+
+    def git(
+        self,
+        *args: str,
+        input: str | bytes | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> GitOutput:
+        """Run ``git *args`` in the worktree through the plugin's hardened git: no prompts, no
+        hooks, no inherited ``GIT_DIR``, a time limit (default 600 s).
+
+        With ``check``, a non-zero exit raises GitCommandError with git's error lines.
+        """
+        from ._chores import Chores
+
+        __tracebackhide__ = True
+        try:
+            return Chores(self).git(args, input=input, check=check, timeout=timeout)
+        except RepoClonesError as exc:
+            raise exc.with_traceback(None) from None
+
+    def apply(
+        self, patch: str | bytes, *, three_way: bool = False, reject: bool = False
+    ) -> list[str]:
+        """Apply a unified diff (``git diff --binary`` output included) to the working tree,
+        not the index; return the sorted paths it touched.
+
+        All or nothing: if any hunk fails, PatchError names the files and hunks and the tree is
+        as it was. ``three_way`` merges hunks whose context changed (conflicts also raise and
+        leave the tree as it was); ``reject`` applies what it can and leaves ``.rej`` files.
+        """
+        from ._chores import Chores
+
+        __tracebackhide__ = True
+        try:
+            return Chores(self).apply(patch, three_way=three_way, reject=reject)
+        except RepoClonesError as exc:
+            raise exc.with_traceback(None) from None
+
+    def diff(self, base: str | None = None) -> str:
+        """The working tree's changes against ``base`` (default: ``commit``) as a patch that
+        ``apply`` reproduces exactly: untracked files included, ignored ones not, binary
+        changes too. The index the test sees is not touched."""
+        from ._chores import Chores
+
+        __tracebackhide__ = True
+        try:
+            return Chores(self).diff(base)
+        except RepoClonesError as exc:
+            raise exc.with_traceback(None) from None
+
+    def changed_files(self, base: str | None = None) -> list[str]:
+        """Sorted paths the working tree changed against ``base`` (default: ``commit``):
+        added, modified, deleted, both sides of a rename, untracked files included."""
+        from ._chores import Chores
+
+        __tracebackhide__ = True
+        try:
+            return Chores(self).changed_files(base)
+        except RepoClonesError as exc:
+            raise exc.with_traceback(None) from None
+
+    def reset(self, paths: Iterable[str] | None = None) -> None:
+        """Put every file (or those under ``paths``, relative to the top) and the index back
+        as ``commit`` has them, deleting untracked and ignored files the test added there.
+
+        HEAD and branches do not move. Harnesses reset the test files before running them.
+        """
+        from ._chores import Chores
+
+        __tracebackhide__ = True
+        try:
+            Chores(self).reset(paths)
+        except RepoClonesError as exc:
+            raise exc.with_traceback(None) from None

@@ -15,8 +15,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import TextIO
 
+from ._portable import PortableCache, Transfer, file_kind
 from ._units import format_age, format_size, parse_duration, parse_size
 from .cache_admin import CacheAdmin, resolve_cache_dir
 from .cache_records import Entry, Prefetched, Removal
@@ -30,8 +32,8 @@ PROG = "pytest-repoclones"
 
 _DESCRIPTION = f"""\
 Manage the shared clone cache of pytest-repoclones: see what it holds, warm it for CI images,
-prune it, check it, empty it. Safe while test sessions run: an entry a session is using is
-never removed.
+save it to one file for a CI cache step and restore it, prune it, check it, empty it. Safe
+while test sessions run: an entry a session is using is never removed.
 
 The cache directory is --cache-dir, else ${CACHE_DIR_ENV}, else the pytest ini option
 repo_cache_dir of the project in the current directory (read from the configuration file pytest
@@ -41,8 +43,9 @@ directory (~/.cache/pytest-repoclones, or $XDG_CACHE_HOME/pytest-repoclones), as
 plugin. Every command says which one it uses and why."""
 
 _EPILOG = """\
-exit status: 0 success; 1 the operation failed (prefetch could not fetch, verify left a
-damaged entry, clear found an entry in use or not cached); 2 usage error.
+exit status: 0 success; 1 the operation failed (prefetch could not fetch, export or import
+failed for a repository, verify left a damaged entry, clear found an entry in use or not
+cached); 2 usage error.
 
 Run '%(prog)s COMMAND --help' for the options of a command."""
 
@@ -267,6 +270,74 @@ def _cmd_clear(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int:
     return status
 
 
+def _cmd_export(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int:
+    _header(admin, source, sys.stderr)
+    portable = PortableCache(admin.cache_dir, notice=_warn)
+    target = Path(args.file).expanduser().absolute()
+    if args.bundle:
+        _print_transfer(portable.export_bundle(target, args.urls[0]))
+        print(f"wrote {target}: a git bundle, {format_size(target.stat().st_size)}")
+        return 0
+    summary = portable.export(target, args.urls, report=_print_transfer)
+    count = len(summary.repositories)
+    print(
+        f"wrote {target}: {count} repositor{'y' if count == 1 else 'ies'}, "
+        f"{format_size(summary.size)} (their cache entries: {format_size(summary.cache_size)}) "
+        f"in {summary.seconds:.1f} s",
+        flush=True,
+    )
+    if summary.failed:
+        failed = summary.failed
+        _warn(
+            f"{PROG}: error: {failed} repositor{'y' if failed == 1 else 'ies'} could not be "
+            "exported (see above)"
+        )
+        return 1
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace, admin: CacheAdmin, source: str) -> int:
+    _header(admin, source, sys.stderr)
+    portable = PortableCache(admin.cache_dir, notice=_warn)
+    path = Path(args.file).expanduser().absolute()
+    started = time.monotonic()
+    if file_kind(path) == "bundle":
+        if len(args.urls) != 1:
+            # Only the URL says which cache entry a plain bundle is: nothing in it names one.
+            _warn(
+                f"{PROG}: error: {path} is a plain git bundle: name the repository it holds "
+                "with --url URL (once)"
+            )
+            return 2
+        results = [portable.import_bundle(path, args.urls[0])]
+        _print_transfer(results[0])
+    else:
+        results = portable.import_file(path, args.urls, report=_print_transfer)
+        if not results:
+            print(f"no repositories in {path}")
+    failed = sum(result.failed for result in results)
+    if results:
+        counts = {status: 0 for status in ("imported", "updated", "up to date", "failed")}
+        for result in results:
+            counts[result.status] += 1
+        done = ", ".join(f"{count} {status}" for status, count in counts.items())
+        print(f"{path}: {done} in {time.monotonic() - started:.1f} s", flush=True)
+    if failed:
+        _warn(f"{PROG}: error: {failed} of {len(results)} repositories could not be imported")
+        return 1
+    return 0
+
+
+def _print_transfer(result: Transfer) -> None:
+    """One line per repository, flushed as it ends (a CI log shows how far it got)."""
+    if result.failed:
+        print(f"FAILED {result.url}: {result.detail}", flush=True)
+        _warn(f"{PROG}: error: {result.detail} (repository {result.url})")
+        return
+    where = f" into {result.git_dir}" if result.status == "imported" else ""
+    print(f"{result.status} {result.url}{where}: {result.detail}", flush=True)
+
+
 # -- output ----------------------------------------------------------------------------------
 
 
@@ -408,6 +479,53 @@ def _parser() -> argparse.ArgumentParser:
     sub.set_defaults(run=_cmd_prefetch, check=functools.partial(_check_prefetch, sub))
 
     sub = command(
+        "export",
+        "save the cache, or some repositories, to one file (for a CI cache step)",
+        "Write every cached repository, or those of the URLs given, to FILE: an uncompressed\n"
+        "tar of one git bundle per repository (branches, tags, the default branch, pinned\n"
+        "and named refs) and a JSON manifest (URL with passwords redacted, default branch,\n"
+        "pins). `pytest-repoclones import FILE` restores it, even into a cache in use.\n"
+        "FILE is replaced whole at the end. Reads the cache without locking it. A partial\n"
+        "clone (--filter) or a shallow entry cannot be exported. One line per repository;\n"
+        "a failure does not stop the others, and makes the exit status 1.\n\n"
+        "With --bundle: FILE is the plain git bundle of the one URL given, for\n"
+        "`git clone --bundle-uri=FILE URL` (git >= 2.38), `git clone FILE`, or\n"
+        "`pytest-repoclones import FILE --url URL`.",
+    )
+    sub.add_argument("file", metavar="FILE", help="the file to write (replaced)")
+    sub.add_argument("urls", metavar="URL", nargs="*", help="only these repositories")
+    sub.add_argument(
+        "--bundle",
+        action="store_true",
+        help="write a plain git bundle of the one repository URL",
+    )
+    sub.set_defaults(run=_cmd_export, check=functools.partial(_check_export, sub))
+
+    sub = command(
+        "import",
+        "restore an export file (or a plain git bundle) into the cache",
+        "Add the repositories of FILE (written by `pytest-repoclones export`) to the cache,\n"
+        "safely while sessions use it: a new repository is built aside and appears whole; a\n"
+        "cached one gets what it lacks, in one step under its lock. Refs never move back:\n"
+        "new refs and pins are added, branches only move forward, existing tags stay.\n"
+        "The whole file is checked first: a damaged or truncated one imports nothing.\n"
+        "FILE may also be a plain git bundle of one repository: then give --url URL.\n"
+        "One line per repository (imported, updated, up to date, FAILED and why); a\n"
+        "failure does not stop the others, and makes the exit status 1.",
+    )
+    sub.add_argument("file", metavar="FILE", help="an export file or a git bundle")
+    sub.add_argument(
+        "--url",
+        dest="urls",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="only this repository of an export file (repeat for more); for a plain bundle, "
+        "the repository it holds",
+    )
+    sub.set_defaults(run=_cmd_import)
+
+    sub = command(
         "gc",
         "remove repositories unused for a while, then the least recently used over a size",
         "Remove the repositories not used for --older-than, then, while the cache is above\n"
@@ -474,6 +592,11 @@ def _parser() -> argparse.ArgumentParser:
 def _check_prefetch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.url is None and not args.more:
         parser.error("give the URL to prefetch (more with --url URL [COMMIT...])")
+
+
+def _check_export(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.bundle and len(args.urls) != 1:
+        parser.error("--bundle writes the bundle of one repository: give exactly one URL")
 
 
 def _check_clear(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -5,7 +5,8 @@ tests, collect the diff and reset the test files. Each step is a few git command
 to get subtly wrong: a diff that misses new files, or stages them in the index the test sees; a
 patch left half applied; a user's ``diff.noprefix`` that makes a diff ``git apply`` cannot read;
 ``\\r\\n`` or non-UTF-8 bytes lost on the way through Python. Here they run through the plugin's
-hardened git, with no pytest needed: ``Chores(worktree).diff()``.
+hardened git, with no pytest needed: ``Chores(worktree).diff()``. What git prints about a patch
+is read in ``_patch_output``; the files a patch may write are saved by ``_snapshot``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-import re
 import shutil
 import stat
 import tempfile
@@ -27,6 +27,8 @@ from ._defaults import DEFAULT_TIMEOUT
 from ._files import make_deletable
 from ._inputs import check_seconds
 from ._modes import fix_modes, odd_modes
+from ._patch_output import failures, numstat_paths, rejected, without_searched_lines
+from ._snapshot import Snapshot, link_on_the_way
 from .errors import (
     CommitNotFoundError,
     GitCommandError,
@@ -77,11 +79,6 @@ _APPLY_CONFIG = ("apply.whitespace=nowarn", "apply.ignoreWhitespace=no")
 _APPLY_ARGS = ("apply", "--whitespace=nowarn")
 
 _TIMEOUT_HINT = "pass a longer timeout (wt.git(..., timeout=SECONDS)) if the command is just slow"
-_FAILED_HUNK_RE = re.compile(r"^error: patch failed: (?P<path>.+):(?P<line>\d+)$")
-_CONFLICT_RE = re.compile(
-    r"^(?:U (?P<path>.+)|Applied patch to '(?P<quoted>.+)' with conflicts\.)$"
-)
-_C_ESCAPES = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}
 
 
 class Chores:
@@ -220,9 +217,9 @@ class Chores:
         if reject:
             result = self._run([*_APPLY_ARGS, "--reject"], stdin=data, config=_APPLY_CONFIG)
             if not result.ok:
-                raise self._patch_failed(result, touched, *_rejected(result.stderr))
+                raise self._patch_failed(result, touched, *rejected(result.stderr))
             return touched
-        saved = _Snapshot(self.root, touched)
+        saved = Snapshot(self.root, touched)
         try:
             if three_way:
                 result = self._apply_three_way(data, touched)
@@ -279,7 +276,7 @@ class Chores:
                     git_error=self._scrub(result.error_line),
                     hint="expected a unified diff such as `git diff --binary` prints",
                 )
-            names.update(_numstat_paths(result.stdout))
+            names.update(numstat_paths(result.stdout))
         return sorted(names)
 
     def _apply_three_way(self, data: bytes, touched: list[str]) -> _git.GitResult:
@@ -309,8 +306,8 @@ class Chores:
     def _patch_failed(
         self, result: _git.GitResult, touched: list[str], problem: str, hint: str | None
     ) -> PatchError:
-        stderr = _without_searched_lines(result.stderr)
-        files, hunks = _failures(stderr, touched)
+        stderr = without_searched_lines(result.stderr)
+        files, hunks = failures(stderr, touched)
         if files:
             shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
             problem = f"{problem}: {shown}"
@@ -436,73 +433,6 @@ class Chores:
             return text
 
 
-class _Snapshot:
-    """The touched paths as they were before a patch, to put back if it fails.
-
-    ``git apply`` checks every hunk before writing anything, but a 3-way merge writes its
-    conflicts, and a write can fail half way (a full disk, a read-only directory).
-    """
-
-    def __init__(self, root: Path, paths: Iterable[str]) -> None:
-        self.root = root
-        # path -> None (absent), or (identity, mode, content or link target, times)
-        self.saved: dict[str, tuple[tuple[int, ...], int, bytes, tuple[int, int]] | None] = {}
-        self.missing_dirs: set[Path] = set()
-        for path in paths:
-            full = root / path
-            parts = path.split("/")
-            if os.path.isabs(path) or ".." in parts or _link_on_the_way(root, parts):
-                continue  # git refuses to write there: nothing of ours to look at either
-            try:
-                info = os.lstat(full)
-            except FileNotFoundError:
-                self.saved[path] = None
-            else:
-                if stat.S_ISLNK(info.st_mode):
-                    content = os.fsencode(os.readlink(full))
-                elif stat.S_ISREG(info.st_mode):
-                    content = full.read_bytes()
-                else:
-                    continue  # a directory where the patch wants a file: git refuses it
-                self.saved[path] = (
-                    _identity(info),
-                    info.st_mode,
-                    content,
-                    (info.st_atime_ns, info.st_mtime_ns),
-                )
-            parent = full.parent
-            while parent != root and root in parent.parents and not os.path.lexists(parent):
-                self.missing_dirs.add(parent)  # git makes them for a new file
-                parent = parent.parent
-
-    def restore(self) -> None:
-        for path, saved in self.saved.items():
-            full = self.root / path
-            try:
-                now = os.lstat(full)
-            except FileNotFoundError:
-                now = None
-            if saved is None:
-                if now is not None and not stat.S_ISDIR(now.st_mode):
-                    full.unlink()
-                continue
-            identity, mode, content, times = saved
-            if now is not None and _identity(now) == identity:
-                continue  # untouched: rewriting it would make git look at it again
-            if now is not None and not stat.S_ISDIR(now.st_mode):
-                full.unlink()
-            full.parent.mkdir(parents=True, exist_ok=True)
-            if stat.S_ISLNK(mode):
-                os.symlink(os.fsdecode(content), full)
-                continue
-            full.write_bytes(content)
-            os.chmod(full, stat.S_IMODE(mode))
-            os.utime(full, ns=times)
-        for directory in sorted(self.missing_dirs, key=lambda d: len(d.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                directory.rmdir()
-
-
 def _pathspecs(root: Path, paths: Iterable[str], url: str) -> list[str]:
     """``paths`` as pathspecs relative to the worktree's top, each checked to stay inside.
 
@@ -542,7 +472,7 @@ def _pathspecs(root: Path, paths: Iterable[str], url: str) -> list[str]:
 
 
 def _refuse_links(root: Path, text: str, parts: list[str], url: str) -> None:
-    link = _link_on_the_way(root, parts)
+    link = link_on_the_way(root, parts)
     if link is not None:
         raise InvalidInputError(
             f"Path {text!r} goes through the symbolic link "
@@ -550,20 +480,6 @@ def _refuse_links(root: Path, text: str, parts: list[str], url: str) -> None:
             url=url,
             hint="reset the link itself, not what is beyond it",
         )
-
-
-def _link_on_the_way(root: Path, parts: list[str]) -> Path | None:
-    """The first directory of ``parts`` (a path below ``root``) that is a symbolic link."""
-    current = root
-    for part in parts[:-1]:
-        current = current / part
-        if current.is_symlink():
-            return current
-    return None
-
-
-def _identity(info: os.stat_result) -> tuple[int, ...]:
-    return (info.st_ino, info.st_mode, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def _file_or_absent(path: Path) -> bool:
@@ -603,112 +519,3 @@ def _checked_revision(base: object, url: str) -> str:
 
 def _under(path: str, spec: str) -> bool:
     return spec == "." or path == spec or path.startswith(f"{spec}/")
-
-
-def _numstat_paths(output: str) -> list[str]:
-    """The paths in ``--numstat -z`` output: ``added\\tdeleted\\tpath`` records. ``git apply``
-    (2.39) names a rename by its new path alone; ``git diff``'s form, an empty path followed by
-    the old and the new path as records of their own, is read too."""
-    fields = output.split("\0")
-    paths: list[str] = []
-    at = 0
-    while at < len(fields):
-        added_deleted_path = fields[at].split("\t", 2)
-        at += 1
-        if len(added_deleted_path) != 3:
-            continue
-        if added_deleted_path[2]:
-            paths.append(added_deleted_path[2])
-        else:
-            paths.extend(name for name in fields[at : at + 2] if name)
-            at += 2
-    return paths
-
-
-def _failures(stderr: str, touched: list[str]) -> tuple[list[str], list[str]]:
-    """The files and hunks git apply reported as failed, in words a report can show.
-
-    git names a failed hunk by the file and its first line in the old file ("error: patch
-    failed: src/app.py:12"); other failures as "error: <path>: <reason>" or with the path in
-    quotes; 3-way conflicts as "U <path>".
-    """
-    files: list[str] = []
-    hunks: list[str] = []
-
-    def failed(path: str, what: str) -> None:
-        if path not in files:
-            files.append(path)
-        if what not in hunks:
-            hunks.append(what)
-
-    known = sorted(touched, key=len, reverse=True)  # the longest name that fits wins
-    for raw in stderr.splitlines():
-        line = raw.strip()
-        hunk = _FAILED_HUNK_RE.match(line)
-        conflict = _CONFLICT_RE.match(line)
-        if hunk:
-            failed(hunk["path"], f"{hunk['path']}: hunk at line {hunk['line']} did not apply")
-        elif conflict:
-            path = _unquote(conflict["path"] or conflict["quoted"])
-            failed(path, f"{path}: conflicts in the 3-way merge")
-        elif line.startswith("error: "):
-            message = line.removeprefix("error: ")
-            for path in known:
-                if message.startswith(f"{path}: "):
-                    reason = message[len(path) + 2 :]
-                    # git's summary of a file whose failure is already listed says nothing new.
-                    if reason != "patch does not apply" or path not in files:
-                        failed(path, f"{path}: {reason}")
-                    break
-                if f"'{path}'" in message:
-                    failed(path, f"{path}: {message}")
-                    break
-    return sorted(files), hunks
-
-
-def _rejected(stderr: str) -> tuple[str, str]:
-    """The problem and hint of a failed ``git apply --reject``: it writes the hunks that
-    apply unless the patch failed as a whole (a file missing or already there)."""
-    if any(line.startswith(("Applying patch ", "Applied patch ")) for line in stderr.splitlines()):
-        return (
-            "Patch applied with rejected hunks",
-            "the hunks that applied stay; the others are in <file>.rej beside each file",
-        )
-    return "Patch did not apply; nothing was written", "reset() puts the worktree back"
-
-
-def _without_searched_lines(stderr: str) -> str:
-    """git's stderr without the lines verbose output (forced by --reject) quotes after
-    "error: while searching for:": the project's text, blank lines included, up to the
-    "error: patch failed: <path>:<line>" that always follows."""
-    kept: list[str] = []
-    quoting = False
-    for line in stderr.splitlines():
-        if line == "error: while searching for:":
-            quoting = True
-        elif not quoting or _FAILED_HUNK_RE.match(line):
-            quoting = False
-            kept.append(line)
-    return "\n".join(kept)
-
-
-def _unquote(name: str) -> str:
-    """A path as git prints it for people: C-quoted when it holds unusual bytes."""
-    if not (len(name) >= 2 and name.startswith('"') and name.endswith('"')):
-        return name
-    body, out, at = name[1:-1], bytearray(), 0
-    while at < len(body):
-        char = body[at]
-        if char == "\\" and at + 1 < len(body):
-            following = body[at + 1]
-            if following in _C_ESCAPES:
-                out.append(_C_ESCAPES[following])
-                at += 2
-                continue
-            if body[at + 1 : at + 4].isdigit():
-                out.append(int(body[at + 1 : at + 4], 8) & 0xFF)
-                at += 4
-                continue
-        out.extend(char.encode("utf-8", "surrogateescape"))
-        at += 1
-    return out.decode("utf-8", "surrogateescape")

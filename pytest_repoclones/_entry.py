@@ -245,8 +245,7 @@ class CacheEntries:
                 tmp, url=repo.redacted, canonical=repo.canonical, filter=clone_filter, **extra
             )
             self._mark_refreshed(tmp)
-            # The rename is the publication: readers see a complete clone or none at all.
-            os.rename(tmp, git_dir)
+            self.layout.publish(tmp, git_dir, self._lock(repo))
             self._partial[repo.key] = clone_filter is not None
             self._shallow[repo.key] = shallow
             self._stats(repo).clones += 1

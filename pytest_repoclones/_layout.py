@@ -22,11 +22,14 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._files import rmtree
 from ._processes import pid_alive
 from .errors import CacheCorruptError, CacheWriteError, RepoClonesError
+
+if TYPE_CHECKING:
+    from ._lock import RepoLock
 
 __all__ = [
     "CACHE_FORMAT",
@@ -125,6 +128,22 @@ class CacheLayout:
         except OSError:
             trash = path
         rmtree(trash)
+
+    def publish(self, build: Path, git_dir: Path, lock: RepoLock) -> None:
+        """Publish the entry built in ``build`` (complete, its marker written) at ``git_dir``.
+
+        The rename is the publication: ``build`` is in ``tmp/``, on the filesystem of
+        ``repos/``, so a reader (a session, gc, the CLI) sees the whole entry with its marker
+        or no entry at all, never one half-built. What is already at ``git_dir`` has no marker
+        (or the caller would not be building): left by a process killed mid-publish, or
+        damaged. It goes first, as a rename does not replace a directory with anything in it;
+        ``lock`` (``git_dir``'s, checked here) keeps any other process from putting something
+        there between the two steps.
+        """
+        lock.assert_held()
+        if git_dir.exists():
+            self.discard(git_dir)
+        os.rename(build, git_dir)
 
     def remove_dead_trash(self) -> list[Path]:
         """Finish deleting what processes killed inside :meth:`discard` left in ``tmp/``."""

@@ -18,7 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TextIO
 
-from ._portable import PortableCache, Transfer, file_kind
+from ._export_file import file_kind
+from ._portable import PortableCache, Transfer
 from ._units import format_age, format_size, parse_duration, parse_size
 from .cache_admin import CacheAdmin, resolve_cache_dir
 from .cache_records import Entry, Prefetched, Removal

@@ -17,6 +17,7 @@ __all__ = [
     "InvalidInputError",
     "LockTimeoutError",
     "PatchError",
+    "PortableCacheError",
     "RemoteError",
     "RepoClonesError",
     "WorktreeError",
@@ -112,6 +113,11 @@ class LockTimeoutError(RepoClonesError, TimeoutError):
 
 class CacheCorruptError(RepoClonesError):
     """A cache entry is damaged and could not be rebuilt automatically."""
+
+
+class PortableCacheError(RepoClonesError):
+    """An export file or bundle cannot be used (damaged, truncated, of a newer format, not
+    one at all), or a repository cannot be exported (a partial or shallow entry)."""
 
 
 class WorktreeError(RepoClonesError):

@@ -7,11 +7,9 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,85 +17,17 @@ from typing import Any
 import pytest
 from conftest import Run
 from helpers.children import ChildGroup
-from helpers.servers import GitHTTPServer
+from helpers.servers import GitDaemon, GitHTTPServer
 from inner import run as run_inner
-from upstream import Upstream, count_git_commands, git, trace_events
+from upstream import Upstream, count_git_commands, git
 
-from pytest_repoclones import RepoStore, cli
-from pytest_repoclones._portable import (
-    MANIFEST,
-    PortableCache,
-    PortableCacheError,
-    RefChange,
-    cache_ref,
-    plan_refs,
-    read_bundle_header,
-)
+from pytest_repoclones import PortableCacheError, RepoStore, cli
+from pytest_repoclones._export_file import MANIFEST, read_bundle_header
+from pytest_repoclones._portable import PortableCache
+from pytest_repoclones._ref_plan import RefChange, cache_ref, plan_refs
 from pytest_repoclones._remote import PIN_PREFIX, REMOTE_HEAD
 
 ORIGIN = "refs/remotes/origin/"
-
-
-class GitDaemon:
-    """``git daemon`` on 127.0.0.1 serving the repositories under ``root`` (as git:// URLs).
-
-    Its ``--verbose`` log has one "Request upload-pack" line per fetch or clone served; with
-    ``trace``, its upload-packs log GIT_TRACE2 events there (objects sent: ``objects_sent``).
-    """
-
-    def __init__(self, root: Path, log: Path, trace: Path | None = None) -> None:
-        self.log = log
-        self.trace = trace
-        env = {k: v for k, v in os.environ.items() if k != "GIT_TRACE2_EVENT"}
-        if trace is not None:
-            env["GIT_TRACE2_EVENT"] = str(trace)
-        for _ in range(5):  # a port picked free may be taken before the daemon binds it
-            self.port = _free_port()
-            with open(log, "wb") as stderr:
-                self.proc = subprocess.Popen(
-                    ["git", "daemon", "--listen=127.0.0.1", f"--port={self.port}",
-                     "--export-all", f"--base-path={root}", "--reuseaddr", "--verbose",
-                     "--informative-errors"],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
-                )  # fmt: skip
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                if "Ready to rumble" in log.read_text(errors="replace"):
-                    return
-                time.sleep(0.02)
-            self.stop()
-        raise AssertionError(f"git daemon did not start: {log.read_text(errors='replace')}")
-
-    def url(self, name: str) -> str:
-        return f"git://127.0.0.1:{self.port}/{name}"
-
-    @property
-    def upload_packs(self) -> int:
-        return self.log.read_text(errors="replace").count("Request upload-pack")
-
-    def objects_sent(self) -> list[int]:
-        """Objects each pack-objects run behind the daemon wrote, in order."""
-        assert self.trace is not None
-        return [
-            int(event["value"])
-            for event in trace_events(self.trace)
-            if event.get("event") == "data" and event.get("key") == "write_pack_file/wrote"
-        ]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def _free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture

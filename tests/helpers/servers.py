@@ -1,5 +1,6 @@
-"""Servers on 127.0.0.1 for the tests: a black hole that accepts and never answers, and
-smart HTTP through `git http-backend` behind optional Basic auth. Stopped by their users."""
+"""Servers on 127.0.0.1 for the tests: a black hole that accepts and never answers, smart
+HTTP through `git http-backend` behind optional Basic auth, and `git daemon` (git:// URLs)
+counting what it serves. Stopped by their users."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import os
 import socket
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-__all__ = ["BlackHole", "GitHTTPServer"]
+from upstream import trace_events
+
+__all__ = ["BlackHole", "GitDaemon", "GitHTTPServer"]
 
 
 class BlackHole:
@@ -133,3 +137,65 @@ class GitHTTPServer:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(5)
+
+
+class GitDaemon:
+    """``git daemon`` on 127.0.0.1 serving the repositories under ``root`` (as git:// URLs).
+
+    Its ``--verbose`` log has one "Request upload-pack" line per fetch or clone served; with
+    ``trace``, its upload-packs log GIT_TRACE2 events there (objects sent: ``objects_sent``).
+    """
+
+    def __init__(self, root: Path, log: Path, trace: Path | None = None) -> None:
+        self.log = log
+        self.trace = trace
+        env = {k: v for k, v in os.environ.items() if k != "GIT_TRACE2_EVENT"}
+        if trace is not None:
+            env["GIT_TRACE2_EVENT"] = str(trace)
+        for _ in range(5):  # a port picked free may be taken before the daemon binds it
+            self.port = _free_port()
+            with open(log, "wb") as stderr:
+                self.proc = subprocess.Popen(
+                    ["git", "daemon", "--listen=127.0.0.1", f"--port={self.port}",
+                     "--export-all", f"--base-path={root}", "--reuseaddr", "--verbose",
+                     "--informative-errors"],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
+                )  # fmt: skip
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if "Ready to rumble" in log.read_text(errors="replace"):
+                    return
+                time.sleep(0.02)
+            self.stop()
+        raise AssertionError(f"git daemon did not start: {log.read_text(errors='replace')}")
+
+    def url(self, name: str) -> str:
+        return f"git://127.0.0.1:{self.port}/{name}"
+
+    @property
+    def upload_packs(self) -> int:
+        return self.log.read_text(errors="replace").count("Request upload-pack")
+
+    def objects_sent(self) -> list[int]:
+        """Objects each pack-objects run behind the daemon wrote, in order."""
+        assert self.trace is not None
+        return [
+            int(event["value"])
+            for event in trace_events(self.trace)
+            if event.get("event") == "data" and event.get("key") == "write_pack_file/wrote"
+        ]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port: int = probe.getsockname()[1]
+        return port

@@ -2,10 +2,11 @@
 
 A stalled or dead remote costs the whole time limit on every operation that touches it: once per
 declared commit in prefetch, again in every test (10 commits at ``--repo-timeout=2``: 42 s; at
-the default 600 s, hours). After the first such failure the session remembers it, in memory
-and, under pytest-xdist, in the run's exchange directory that the controller and every worker
-share, and every later network operation on that repository raises at once, naming the first
-error. The next session tries the remote again.
+the default 600 s, hours). After the first such failure the session remembers it, and every
+later network operation on that repository raises at once, naming the first error. Under
+pytest-xdist the controller and its workers tell each other through their execnet channels
+(``on_record`` publishes, ``learn`` takes what another process saw; see _xdist.py), so nothing
+is shared through a filesystem. The next session tries the remote again.
 
 Only "nobody answered" counts: a time limit hit, a refused or unreachable connection, a host
 that does not resolve. A remote that answers, even with "not found" or "authentication
@@ -14,18 +15,14 @@ failed", is asked again: the next commit or ref may well exist.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import re
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 
 from .errors import GitTimeoutError, RemoteError, RepoClonesError
 
-__all__ = ["RemoteFailures", "did_not_answer"]
+__all__ = ["FailureRecord", "RemoteFailures", "did_not_answer"]
 
 # Lines git, curl (http, https) and ssh print when nobody answered. Checked against git 2.39:
 #   git://  refused      "fatal: unable to connect to 127.0.0.1:" + "...: errno=Connection refused"
@@ -80,34 +77,49 @@ def _telling_lines(stderr: str) -> str | None:
     return " ".join(lines) or None
 
 
+#: A failure as it crosses between processes: ``problem``, ``git_error`` and ``hint``.
+FailureRecord = dict[str, str | None]
+
+
 @dataclass(frozen=True)
 class _Failure:
     problem: str
     git_error: str | None
     hint: str | None
 
+    @classmethod
+    def from_record(cls, record: object) -> _Failure | None:
+        """The failure another process sent, or None if ``record`` is not one."""
+        if not isinstance(record, dict) or not isinstance(record.get("problem"), str):
+            return None
+
+        def text(name: str) -> str | None:
+            value = record.get(name)
+            return value if isinstance(value, str) else None
+
+        return cls(record["problem"], text("git_error"), text("hint"))
+
 
 class RemoteFailures:
     """The first no-answer error of each repository (cache key) in this session.
 
-    Thread-safe (prefetch runs repositories in parallel). With ``directory`` set, shared by
-    every process that sets the same one: the first to record a repository writes its file
-    once, atomically; the others read it before their next network operation on it.
+    Thread-safe (prefetch runs repositories in parallel, and under xdist failures told by other
+    processes arrive in execnet's receiver thread).
     """
 
-    def __init__(self, directory: Path | None = None) -> None:
-        #: Shared by the processes of one run (the xdist exchange directory), or None. Set it
-        #: before the first network operation: failures recorded earlier stay in memory.
-        self.directory = directory
+    def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._seen: dict[str, _Failure] = {}
+        #: Told of each failure this process records (not those it learns), outside the lock,
+        #: in the thread that recorded it: the xdist link publishes it to the run.
+        self.on_record: Callable[[str, FailureRecord], None] | None = None
 
     def __len__(self) -> int:
         with self._mutex:
             return len(self._seen)
 
     def __iter__(self) -> Iterator[str]:
-        """Cache keys of the remotes that did not answer (seen by this process)."""
+        """Cache keys of the remotes that did not answer (seen by this process or told)."""
         with self._mutex:
             return iter(list(self._seen))
 
@@ -122,11 +134,6 @@ class RemoteFailures:
         """
         with self._mutex:
             first = self._seen.get(key)
-        if first is None and self.directory is not None:
-            shared = self._load(key)
-            if shared is not None:
-                with self._mutex:
-                    first = self._seen.setdefault(key, shared)
         if first is None:
             return
         hint = "it is tried again in the next session"
@@ -140,8 +147,8 @@ class RemoteFailures:
     def record(self, key: str, error: RepoClonesError, stderr: str = "") -> None:
         """Remember ``error`` if it says nobody answered (the first one wins).
 
-        ``stderr`` is git's whole error output, with secrets already scrubbed: it is written
-        to the shared directory and shown in later errors.
+        ``stderr`` is git's whole error output, with secrets already scrubbed: it is sent to
+        the run's other processes and shown in later errors.
         """
         if not did_not_answer(error, stderr):
             return
@@ -150,53 +157,21 @@ class RemoteFailures:
             if key in self._seen:
                 return
             self._seen[key] = failure
-        if self.directory is not None and not self._write(key, failure):
-            # Another process of the run recorded this remote first: its error is the one
-            # every process names from now on.
-            shared = self._load(key)
-            if shared is not None:
-                with self._mutex:
-                    self._seen[key] = shared
+        publish = self.on_record
+        if publish is not None:
+            publish(key, asdict(failure))
 
-    def _path(self, key: str) -> Path:
-        assert self.directory is not None
-        return self.directory / f"{key}.unanswered.json"
+    def learn(self, key: str, record: object) -> bool:
+        """Take a failure another process of the run recorded (as ``on_record`` gave it).
 
-    def _load(self, key: str) -> _Failure | None:
-        """The failure another process recorded for ``key``, if any."""
-        try:
-            data = json.loads(self._path(key).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None  # nobody recorded it (the usual case), or the run is ending
-        if not isinstance(data, dict) or not isinstance(data.get("problem"), str):
-            return None
-
-        def text(name: str) -> str | None:
-            value = data.get(name)
-            return value if isinstance(value, str) else None
-
-        return _Failure(data["problem"], text("git_error"), text("hint"))
-
-    def _write(self, key: str, failure: _Failure) -> bool:
-        """Publish ``failure`` unless another process did first; False if it did."""
-        text = json.dumps(
-            {"problem": failure.problem, "git_error": failure.git_error, "hint": failure.hint}
-        )
-        target = self._path(key)
-        # Written aside, then linked into place: readers in other processes see the whole
-        # file or none, and a second process's link fails, so the first error stays.
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
+        False if ``record`` is malformed or ``key`` is known already: the first error this
+        process met, or was told, stays the one it names.
+        """
+        failure = _Failure.from_record(record)
+        if failure is None:
+            return False
+        with self._mutex:
+            if key in self._seen:
                 return False
-            except OSError:
-                os.replace(tmp, target)  # no hard links here: last writer wins, still whole
-        except OSError:
-            pass  # only saves time: the others find out for themselves
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            self._seen[key] = failure
         return True

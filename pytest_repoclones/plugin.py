@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import os
 import shlex
 import sys
 import uuid
 from collections.abc import Callable, Generator, Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
@@ -19,7 +17,8 @@ import pytest
 from .errors import RepoClonesError
 from .settings import (
     CACHE_DIR_ENV,
-    EXCHANGE_DIR,
+    CHANNEL,
+    CONTROLLER,
     KEEP_CHOICES,
     OFFLINE_ENV,
     PYTEST_CACHE_DIR_SETTINGS,
@@ -31,7 +30,9 @@ from .settings import (
 # Everything else is imported where it is first needed: pytest loads this module in every run,
 # and a suite that never asks for a worktree must not pay for the store and what it imports.
 if TYPE_CHECKING:
+    from ._xdist import FailureShare, WorkerLink
     from .factory import WorktreeFactory
+    from .prefetch import KeyPair, Unfetched
     from .store import RepoStore
     from .worktree import Worktree
 
@@ -43,7 +44,7 @@ class StoreSlot:
         self._config = config
         self.settings = settings
         self._store: RepoStore | None = None
-        self._failures_dir: Path | None = None
+        self._failures_share: FailureShare | None = None
 
     @property
     def available(self) -> bool:
@@ -65,15 +66,16 @@ class StoreSlot:
                 notice=terminal.warn,
                 progress=terminal if self._config.get_verbosity() >= 0 else None,
             )
-            store.remote_failures.directory = self._failures_dir
+            if self._failures_share is not None:
+                self._failures_share.attach(store.remote_failures)
             self._store = store
         return self._store
 
-    def share_failures(self, directory: Path) -> None:
-        """Record remotes that did not answer where every process of the run looks."""
-        self._failures_dir = directory
+    def share_failures(self, share: FailureShare) -> None:
+        """Tell the run's other xdist processes of remotes that did not answer, and be told."""
+        self._failures_share = share
         if self._store is not None:
-            self._store.remote_failures.directory = directory
+            share.attach(self._store.remote_failures)
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -81,7 +83,7 @@ STORE_KEY = pytest.StashKey[StoreSlot]()
 FAILED_KEY = pytest.StashKey[bool]()
 FACTORY_KEY = pytest.StashKey["WorktreeFactory"]()
 PENDING_KEY = pytest.StashKey["WorktreeFactory"]()
-SAVED_COUNTERS_KEY = pytest.StashKey[str]()
+LINK_KEY = pytest.StashKey["WorkerLink"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -189,6 +191,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "repo_clone_filters", "Per-repository clone filters, lines of 'URL FILTER'", type="linelist"
     )
+    # CI recipes: the key a cache step stores the clone cache under (prefetch.cache_key).
+    group.addoption(
+        "--repo-cache-key",
+        dest="repo_cache_key",
+        action="store_true",
+        default=False,
+        help="Print 'repoclones-key: <hex>' made from the commits markers declare, to key a CI "
+        "cache (with --collect-only nothing is fetched; -v lists them)",
+    )
 
 
 def seconds_ini_type(version: tuple[int | str, ...]) -> Literal["float", "string"]:
@@ -248,11 +259,13 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is None:  # workers get their arguments from the controller, which warns
         _warn_spaced_cache_dir(config)
-    if workerinput is not None:
+    elif (workerinput.get(CONTROLLER) or {}).get("local", True):
         from ._processes import die_with_parent
 
         # A SIGKILLed controller must not leave its workers making worktrees (and starting
-        # git in the cache) for seconds; their git dies with them in turn.
+        # git in the cache) for seconds; their git dies with them in turn. Not a worker run
+        # by a socket server or over ssh: its parent is not the controller, and the server
+        # would die with whatever started it.
         die_with_parent()
     # One id for the whole run, handed by the controller to its xdist workers, so that moving
     # names are refreshed from the remote once per run rather than once per worker.
@@ -266,15 +279,19 @@ def pytest_configure(config: pytest.Config) -> None:
     # No cache directory (HOME unset under an arbitrary uid): the session goes on; only the
     # fixtures that need the cache fail, and the header says why.
     slot = config.stash[STORE_KEY] = StoreSlot(config, settings)
-    exchange = (workerinput or {}).get(EXCHANGE_DIR)
-    if exchange is not None:
-        # Remotes that did not answer are shared by the whole run through the directory the
-        # controller handed out (it records there too, before prefetching).
-        slot.share_failures(Path(exchange))
+    if workerinput is not None and workerinput.get(CHANNEL) is not None:
+        from ._xdist import WorkerLink
+
+        # What must cross during the run goes over this channel (see _xdist.py).
+        controller = workerinput.get(CONTROLLER) or {}
+        link = WorkerLink(workerinput[CHANNEL], controller, settings.cache_dir)
+        config.stash[LINK_KEY] = link
+        slot.share_failures(link.failures)
     if workerinput is None and config.pluginmanager.hasplugin("xdist"):
         from ._xdist import XdistHooks
 
-        hooks = XdistHooks(session_id, slot, report=_Terminal(config))
+        say_key = _key_writer(config) if config.getoption("repo_cache_key", False) else None
+        hooks = XdistHooks(session_id, slot, report=_Terminal(config), say_key=say_key)
         config.pluginmanager.register(hooks, "repoclones-xdist")
 
 
@@ -340,51 +357,75 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.hookimpl(tryfirst=True)  # under xdist: before the worker reports its collection done
 def pytest_collection_finish(session: pytest.Session) -> None:
-    slot = session.config.stash[STORE_KEY]
-    if not slot.available or not any(i.get_closest_marker("worktree") for i in session.items):
+    config = session.config
+    slot = config.stash[STORE_KEY]
+    key = bool(config.getoption("repo_cache_key", False))
+    if not key and (
+        not slot.available or not any(i.get_closest_marker("worktree") for i in session.items)
+    ):
         return  # no cache (the tests that need one say why), or nothing declared
     from . import prefetch
-    from ._xdist import declared_file
 
     wanted = prefetch.declared(session.items)
-    if not wanted:
+    link = config.stash.get(LINK_KEY, None)
+    # Under xdist the controller says the key, and prefetches for a worker sharing its cache
+    # before it schedules any test; a worker with a cache of its own warms it now.
+    if link is not None and link.declare(wanted, prefetch.key_pairs(wanted) if key else None):
         return
-    exchange = _exchange_file(session.config, declared_file)
-    if exchange is not None:
-        # The hand-over file outlives a killed run in $TMPDIR: URLs with a password or token
-        # stay out of it and this worker warms them itself; the controller does the rest
-        # before it schedules any test.
-        public, secret = prefetch.split_secret(wanted)
-        if prefetch.write_declared(exchange, public):
-            wanted = secret
-    prefetch.prefetch(slot.get(), wanted, report=_Terminal(session.config))
+    if key and config.option.collectonly:
+        return  # a CI step computing its cache key, maybe before restoring the cache: no fetch
+    if wanted and slot.available:
+        report = link.unfetched if link is not None else _terminal_report(config)
+        prefetch.prefetch(slot.get(), wanted, report=report)
 
 
-def _exchange_file(config: pytest.Config, name: Callable[[Path, str], Path]) -> Path | None:
-    """On an xdist worker, its file ``name`` in the directory the controller handed out."""
-    workerinput = getattr(config, "workerinput", None) or {}
-    exchange = workerinput.get(EXCHANGE_DIR)
-    return None if exchange is None else name(Path(exchange), workerinput["workerid"])
+def _terminal_report(config: pytest.Config) -> Callable[[Unfetched], None]:
+    terminal = _Terminal(config)
+    return lambda failure: terminal(failure.line)
 
 
-def _save_counters(config: pytest.Config) -> None:
-    """Counters so far, for the summary in case this xdist worker crashes before it sends its
-    final ones (a few hundred bytes per report)."""
+def pytest_report_collectionfinish(
+    config: pytest.Config, items: Sequence[pytest.Item]
+) -> list[str] | None:
+    if not config.getoption("repo_cache_key", False) or hasattr(config, "workerinput"):
+        return None  # under xdist the controller says it, from what a worker collected
+    from . import prefetch
+
+    # Printed by pytest after "collected N items", and before the test ids with -q.
+    pairs = prefetch.key_pairs(prefetch.declared(items))
+    return prefetch.key_lines(pairs, verbose=config.get_verbosity() > 0)
+
+
+def _key_writer(config: pytest.Config) -> Callable[[list[KeyPair]], None]:
+    """On the xdist controller: prints the CI cache key on standard output, where a CI step
+    reads it (the pairs too with -v)."""
+
+    def write(pairs: list[KeyPair]) -> None:
+        from .prefetch import key_lines
+
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        lines = key_lines(pairs, verbose=config.get_verbosity() > 0)
+        if reporter is None:
+            print("\n".join(lines), flush=True)
+            return
+        if reporter._tw.width_of_current_line:
+            reporter._tw.line()  # after xdist's status, rewritten in place on a terminal
+        for line in lines:
+            reporter.write_line(line)
+
+    return write
+
+
+def _send_counters(config: pytest.Config) -> None:
+    """Counters so far, to the xdist controller, for the summary in case this worker crashes
+    before it sends its final ones (a few hundred bytes, when they changed)."""
+    link: WorkerLink | None = config.stash.get(LINK_KEY, None)
     store = config.stash[STORE_KEY].peek()
-    if store is None or getattr(config, "workerinput", None) is None:
-        return  # no worktree made yet, or not an xdist worker
+    if link is None or store is None:
+        return  # not an xdist worker, or no worktree made yet
     from . import summary
-    from ._files import write_atomically
-    from ._xdist import stats_file
 
-    path = _exchange_file(config, stats_file)
-    if path is None:
-        return
-    text = json.dumps(summary.collect(store))
-    if text != config.stash.get(SAVED_COUNTERS_KEY, None):  # tests without worktrees: no I/O
-        with contextlib.suppress(OSError):
-            write_atomically(path, text)
-            config.stash[SAVED_COUNTERS_KEY] = text
+    link.counters(summary.collect(store, cache=link.cache_label))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -392,7 +433,7 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    _save_counters(item.config)
+    _send_counters(item.config)
     keep = item.config.stash[SETTINGS_KEY].keep
     factory = item.stash.get(FACTORY_KEY, None)
     if report.when == "teardown":
@@ -439,26 +480,29 @@ def _settle_pending(factory: WorktreeFactory, report: pytest.TestReport) -> None
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     slot = config.stash[STORE_KEY]
-    if not slot.available:
-        return
     if slot.peek() is None and config.pluginmanager.get_plugin("repoclones-xdist") is None:
         return  # no worktree was made in this run
     from . import summary
 
-    assert slot.settings.cache_dir is not None
+    # Workers may have caches of their own even where the controller has none.
     summary.write(terminalreporter, config, slot.peek(), slot.settings.cache_dir)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     workeroutput = getattr(session.config, "workeroutput", None)
-    slot = session.config.stash[STORE_KEY]
-    if workeroutput is not None and slot.available:
+    if workeroutput is not None:
         from . import summary
+        from ._xdist import STATS_KEY
 
         # Plain builtins only: xdist sends this to the controller through execnet; an empty
-        # list when this worker made no worktree (no list at all means it crashed).
-        store = slot.peek()
-        workeroutput["repoclones_stats"] = [] if store is None else summary.collect(store)
+        # list when this worker made no worktree. A cache the controller does not share is
+        # measured here: the controller cannot see it.
+        store = session.config.stash[STORE_KEY].peek()
+        link = session.config.stash.get(LINK_KEY, None)
+        label = link.cache_label if link is not None else None
+        workeroutput[STATS_KEY] = (
+            [] if store is None else summary.collect(store, cache=label, sizes=label is not None)
+        )
 
 
 @pytest.fixture(scope="session")

@@ -32,9 +32,12 @@ __all__ = [
 
 CACHE_DIR_ENV = "PYTEST_REPO_CACHE_DIR"
 #: Keys of xdist's ``workerinput``, the dict the controller hands each worker: the run's
-#: session id, and a directory for what workers tell the controller outside xdist's messages.
+#: session id; an execnet channel to the controller for what must cross during the run (see
+#: _xdist.py), which works wherever the worker runs; and facts about the controller (its
+#: cache's identity, whether the worker is its child).
 SESSION_ID = "repoclones_session"
-EXCHANGE_DIR = "repoclones_exchange_dir"
+CHANNEL = "repoclones_channel"
+CONTROLLER = "repoclones_controller"
 OFFLINE_ENV = "PYTEST_REPO_OFFLINE"
 REFERENCE_DIR_ENV = "PYTEST_REPO_REFERENCE_DIR"
 KEEP_CHOICES = ("none", "failed", "all")

@@ -2,9 +2,9 @@
 
 A stalled server cost the whole ``--repo-timeout`` once per declared commit in prefetch and
 again in every test: 10 commits at 2 s took 42 s, and at the default 600 s a job died after
-hours. Now the first no-answer error is remembered, in memory and, under xdist, in the run's
-exchange directory, and later operations on that remote fail at once naming it. A remote that
-answers, even "not found", is asked again.
+hours. Now the first no-answer error is remembered, and under xdist told to the controller and
+the other workers over their execnet channels; later operations on that remote fail at once
+naming it. A remote that answers, even "not found", is asked again.
 
 Everything is real: git against servers on 127.0.0.1 (one that accepts connections and never
 answers, one that answers with an HTTP status, a closed port), inner pytest runs in
@@ -243,9 +243,10 @@ def test_only_remote_errors_and_git_timeouts_count() -> None:
 # -- remembering, and sharing between processes ---------------------------------------------------
 
 
-def test_the_first_failure_is_shared_through_the_directory(tmp_path: Path) -> None:
-    """Two processes' memories, one directory: what one records, the other raises; the first
-    record wins; a record names the telling line of git's output, not its summary."""
+def test_a_failure_told_by_another_process_is_raised_here() -> None:
+    """Two processes' memories joined as the xdist channels join them: what one records, it
+    publishes; the other learns it and raises it; each keeps the first error it met; a record
+    names the telling line of git's output, not its summary."""
     url = "ssh://127.0.0.1:1/project.git"
     stderr = (
         "ssh: connect to host 127.0.0.1 port 1: Connection refused\r\n"
@@ -253,26 +254,39 @@ def test_the_first_failure_is_shared_through_the_directory(tmp_path: Path) -> No
         "Please make sure you have the correct access rights\nand the repository exists.\n"
     )
     first_error = as_remote_error(url, "fatal: Could not read from remote repository.")
-    one, two = RemoteFailures(tmp_path), RemoteFailures(tmp_path)
+    one, two = RemoteFailures(), RemoteFailures()
+    published: list[tuple[str, object]] = []
+    one.on_record = lambda key, record: published.append((key, record))
     two.check("key", url)  # nothing recorded: no error
     one.record("key", first_error, stderr)
-    two.record("key", GitTimeoutError("git fetch timed out after 2 s and was killed"))
-    for failures in (one, two, RemoteFailures(tmp_path)):
+    one.record("key", GitTimeoutError("git fetch timed out after 2 s and was killed"))
+    assert len(published) == 1, "only the first failure is published"
+    assert two.learn(*published[0])
+    assert not two.learn(*published[0]), "known already: the first one stays"
+    for failures in (one, two):
         with pytest.raises(RemoteError) as info:
             failures.check("key", url)
         assert info.value.url == url
         assert info.value.problem.startswith(f"{EARLIER} (Could not reach the remote)")
         assert info.value.git_error == "ssh: connect to host 127.0.0.1 port 1: Connection refused"
         assert "tried again in the next session" in message_of(info.value)
-    RemoteFailures(tmp_path).check("other key", url)  # per repository
-    assert [p.name for p in tmp_path.iterdir()] == ["key.unanswered.json"]  # no temp files
+    two.check("other key", url)  # per repository
 
 
-def test_an_answer_is_not_remembered(tmp_path: Path) -> None:
-    failures = RemoteFailures(tmp_path)
+@pytest.mark.parametrize("record", [None, "text", {}, {"problem": 3}, ["problem"]])
+def test_a_malformed_record_is_not_learned(record: object) -> None:
+    failures = RemoteFailures()
+    assert not failures.learn("key", record)
+    failures.check("key", "https://h/p.git")
+
+
+def test_an_answer_is_not_remembered() -> None:
+    failures = RemoteFailures()
+    published: list[str] = []
+    failures.on_record = lambda key, record: published.append(key)
     failures.record("key", as_remote_error("https://h/p.git", "fatal: repository 'x' not found"))
     failures.check("key", "https://h/p.git")
-    assert list(tmp_path.iterdir()) == []
+    assert published == []
 
 
 @pytest.mark.parametrize("scheme", ["git", "http", "ssh"])

@@ -1,7 +1,8 @@
 """The prefetch hand-over between xdist workers and the controller, as plain functions.
 
-The whole path (workers write, the controller fetches before scheduling) is tested through
-pytester in test_daily_use.py; these pin the edges a crashed or odd worker can produce.
+The whole path (workers send what they declare over their channel, the controller fetches
+before scheduling) is tested through pytester in test_daily_use.py and test_remote_workers.py;
+these pin the edges an odd or foreign worker can produce.
 """
 
 from __future__ import annotations
@@ -9,43 +10,35 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import execnet
 import pytest
 from helpers.messages import without_paths
 from upstream import Upstream, git, upload_packs
 
 from pytest_repoclones import RepoStore
-from pytest_repoclones.prefetch import prefetch, read_declared, write_declared
+from pytest_repoclones.prefetch import Unfetched, parse_declared, prefetch
 
 
-def test_declared_commits_survive_the_hand_over(tmp_path: Path) -> None:
+def test_declared_commits_survive_the_channel() -> None:
+    """What a worker declares is plain builtins: execnet carries it as it is."""
     wanted: dict[str, list[str | None]] = {"file:///a.git": ["v1.0", None], "file:///b": ["x"]}
-    assert write_declared(tmp_path / "gw0.json", wanted)
-    assert read_declared(tmp_path / "gw0.json") == wanted
-    assert [p.name for p in tmp_path.iterdir()] == ["gw0.json"], "no temporary file left"
-
-
-def test_hand_over_to_a_vanished_directory_reports_failure(tmp_path: Path) -> None:
-    # The worker then prefetches by itself rather than not at all.
-    assert write_declared(tmp_path / "gone" / "gw0.json", {"u": ["c"]}) is False
+    assert parse_declared(execnet.loads(execnet.dumps(wanted))) == wanted
 
 
 @pytest.mark.parametrize(
-    ("content", "expected"),
+    ("data", "expected"),
     [
-        (None, {}),  # the worker died before writing
-        ('{"file:///a": ["v1', {}),  # cut short
-        ('["v1.0"]', {}),
-        ('{"file:///a": "v1.0", "file:///b": ["v2", 3, null, {}]}', {"file:///b": ["v2", None]}),
+        (None, {}),  # a worker with nothing to hand over
+        ("file:///a", {}),
+        (["v1.0"], {}),
+        ({"file:///a": "v1.0", "file:///b": ["v2", 3, None, {}]}, {"file:///b": ["v2", None]}),
     ],
-    ids=["missing", "truncated", "not-a-mapping", "odd-values"],
+    ids=["none", "a-string", "not-a-mapping", "odd-values"],
 )
-def test_unusable_hand_over_files_mean_nothing_to_prefetch(
-    tmp_path: Path, content: str | None, expected: dict[str, list[str | None]]
+def test_unusable_declarations_mean_nothing_to_prefetch(
+    data: object, expected: dict[str, list[str | None]]
 ) -> None:
-    path = tmp_path / "gw1.json"
-    if content is not None:
-        path.write_text(content)
-    assert read_declared(path) == expected
+    assert parse_declared(data) == expected
 
 
 def test_prefetch_failures_are_logged_not_raised(
@@ -58,7 +51,10 @@ def test_prefetch_failures_are_logged_not_raised(
     missing = (tmp_path / "no-such-repo").as_uri()
     pull = upstream.rev("refs/pull/7/head")  # not in a clone: only a fetch of its own brings it
     # A failure first in each repository's list: what follows it must still be fetched.
-    prefetch(store, {missing: ["main"], upstream.url: ["no-such-branch", pull, "v1.0"]})
+    told: list[Unfetched] = []
+    prefetch(
+        store, {missing: ["main"], upstream.url: ["no-such-branch", pull, "v1.0"]}, told.append
+    )
     warnings = sorted(
         without_paths(r.getMessage()) for r in caplog.records if r.levelno == logging.WARNING
     )
@@ -67,6 +63,12 @@ def test_prefetch_failures_are_logged_not_raised(
     assert warnings[1].startswith("repoclones: prefetch of no-such-branch failed: "), warnings
     assert "No such branch or tag" in warnings[1], warnings
     assert any(missing in r.getMessage() for r in caplog.records)  # names the repository
+    # Told once each, with what deduplicates them across xdist workers: (url, commit).
+    assert sorted((f.url, f.commit) for f in told) == [
+        (missing, "main"),
+        (upstream.url, "no-such-branch"),
+    ]
+    assert all(f.line.startswith(f"repoclones: could not prefetch {f.commit} of ") for f in told)
     # The good commits of the good repository were fetched regardless: one clone, one fetch.
     git_dir = store.git_dir(upstream.url)
     assert (git_dir / "repoclones.json").is_file()

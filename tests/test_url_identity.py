@@ -5,7 +5,8 @@ ssh the login picks the home directory a relative path starts from, so a stand-i
 really runs ``git-upload-pack`` in a per-user home shows what a wrong sharing costs (a test gets
 another login's code). ``file://`` URLs with percent-escapes really fetch and share the plain
 path's entry. A password that does not parse never reaches a message, a log or a file, and
-under xdist no URL carrying a password or token is written to the hand-over file in $TMPDIR.
+under xdist what workers hand the controller crosses in memory, over execnet: no URL carrying
+a password or token is written anywhere, $TMPDIR included.
 
 The parsing rules themselves are pinned in test_urls.py.
 """
@@ -241,17 +242,13 @@ def test_failure_report_never_shows_a_password_that_does_not_parse(
     assert [piece for piece in _pieces(password) if piece in out] == []
 
 
-# -- the xdist hand-over file ------------------------------------------------------------------
+# -- the xdist hand-over -------------------------------------------------------------------
 
 HAND_OVER_TESTS = """
 import os
-import pathlib
-import shutil
 import subprocess
 
 import pytest
-
-from pytest_repoclones._xdist import EXCHANGE_DIR
 
 PRIVATE = os.environ["PRIVATE_URL"]
 
@@ -259,20 +256,13 @@ PRIVATE = os.environ["PRIVATE_URL"]
 @pytest.mark.worktree(PRIVATE, PRIVATE_SHA)
 @pytest.mark.worktree(PUBLIC, PUBLIC_SHA)
 @pytest.mark.parametrize("n", range(2))
-def test_hand_over(request, repo_store, worktree, n):
-    # Each worker writes its hand-over file before it reports its collection, and xdist
-    # schedules no test before every worker has: the directory is complete now.
-    exchange = pathlib.Path(request.config.workerinput[EXCHANGE_DIR])
-    for path in exchange.iterdir():
-        try:
-            shutil.copy(path, pathlib.Path(SEEN, f"{n}-{path.name}"))
-        except FileNotFoundError:
-            pass  # another worker's temporary file, renamed into place meanwhile
-    # Both were prefetched before any test: the public one by the controller, the private one
-    # (which the controller never saw) by the workers themselves.
+def test_hand_over(repo_store, worktree, n):
+    # Both were prefetched before any test, by the controller, whose cache the workers share:
+    # what they declare reached it over their execnet channels.
     for url, sha in ((PRIVATE, PRIVATE_SHA), (PUBLIC, PUBLIC_SHA)):
         git_dir = repo_store.git_dir(url)
         subprocess.run(["git", "--git-dir", str(git_dir), "cat-file", "-e", sha], check=True)
+    assert all(stats.clones == 0 for stats in repo_store.stats.values())
     wt = worktree(PRIVATE, PRIVATE_SHA)
     assert (wt / "README.md").read_text() == "private\\n"
 """
@@ -290,7 +280,7 @@ def private_server(tmp_path: Path) -> Iterator[tuple[GitHTTPServer, Upstream, st
     server.close()
 
 
-def test_xdist_hand_over_file_never_holds_a_password(
+def test_xdist_hand_over_never_writes_a_password(
     pytester: pytest.Pytester,
     make_upstream: Callable[..., Upstream],
     private_server: tuple[GitHTTPServer, Upstream, str],
@@ -301,28 +291,18 @@ def test_xdist_hand_over_file_never_holds_a_password(
     server, private, password = private_server
     public = make_upstream("public")
     public_sha = public.commit({"README.md": "public\n"})
-    seen = tmp_path / "seen"
-    seen.mkdir()
-    tmpdir = tmp_path / "tmpdir"  # the controller makes the hand-over directory in $TMPDIR
+    tmpdir = tmp_path / "tmpdir"  # the hand-over used to be a directory of files in $TMPDIR
     tmpdir.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmpdir))
     monkeypatch.setenv("PRIVATE_URL", server.url("private.git", f"alice:{password}"))
     constants = {"PRIVATE_SHA": private.rev("main"), "PUBLIC": public.url, "PUBLIC_SHA": public_sha}
-    header = "\n".join(
-        f"{name} = {value!r}" for name, value in {**constants, "SEEN": str(seen)}.items()
-    )
+    header = "\n".join(f"{name} = {value!r}" for name, value in constants.items())
     pytester.makepyfile(test_inner=header + "\n" + textwrap.dedent(HAND_OVER_TESTS))
 
     result = run(pytester, cache_dir, "-n", "2")
     result.assert_outcomes(passed=2)
     assert server.requests, "the private repository was really fetched over http"
-
-    copies = sorted(seen.iterdir())
-    declared = [p for p in copies if p.name.endswith(".declared.json")]
-    assert declared, "no hand-over file seen: the test did not observe the exchange"
-    assert [p.name for p in copies if password in p.read_text()] == []
-    # The credential-free URL is still handed over; the private one not at all.
-    assert all(set(json.loads(p.read_text())) == {public.url} for p in declared)
-    # Nor anywhere else the run wrote (a SIGKILLed run leaves $TMPDIR as it is).
-    for root in (tmpdir, cache_dir, pytester.path):
+    assert list(tmpdir.iterdir()) == [], "nothing is written to $TMPDIR for the hand-over"
+    # Nor anywhere else the run wrote (a SIGKILLed run leaves what it wrote as it is).
+    for root in (cache_dir, pytester.path):
         assert _files_mentioning(root, password) == []

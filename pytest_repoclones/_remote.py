@@ -182,17 +182,8 @@ class Remote:
             if served is not None:
                 return served
         self._failures.check(repo.key, repo.redacted)
-        pre_args, extra_env = self.auth()
         try:
-            result = self._runner.run(
-                args,
-                git_dir=git_dir,
-                key=repo.key,
-                pre_args=pre_args,
-                extra_env=extra_env,
-                url=repo.redacted,
-                progress=report,
-            )
+            result = self._run_via(repo, args, git_dir, report)
         except GitTimeoutError as exc:
             self._failures.record(repo.key, exc)
             raise
@@ -212,20 +203,11 @@ class Remote:
         """The command as ``mirror`` served it, or None (said once): then the original serves it."""
         assert self._mirrors is not None
         repo = self.repo
-        pre_args, extra_env = self._auth_for(mirror)
         # The entry keeps the original URL (a partial clone's promisor remote too): git
         # rewrites it to the mirror for this one command. No credential is in either URL.
-        pre_args = [*pre_args, "-c", f"url.{mirror.fetch_url}.insteadOf={repo.fetch_url}"]
+        rewrite = ["-c", f"url.{mirror.fetch_url}.insteadOf={repo.fetch_url}"]
         try:
-            result = self._runner.run(
-                args,
-                git_dir=git_dir,
-                key=repo.key,
-                pre_args=pre_args,
-                extra_env=extra_env,
-                url=mirror.redacted,
-                progress=report,
-            )
+            result = self._run_via(mirror, args, git_dir, report, rewrite)
         except GitTimeoutError:
             self._mirrors.failed(repo, mirror, "it timed out", unreachable=True)
             return None
@@ -235,6 +217,26 @@ class Remote:
         reason = mirror.scrub(repo.scrub(result.error_line))
         self._mirrors.failed(repo, mirror, reason, unreachable=not self.lacks(result))
         return None
+
+    def _run_via(
+        self,
+        via: RepoURL,
+        args: list[str],
+        git_dir: Path,
+        report: Callable[[str], None] | None,
+        rewrite: list[str] | None = None,
+    ) -> GitResult:
+        """git talking to ``via`` (the original or a mirror), with ``via``'s credentials."""
+        pre_args, extra_env = self._auth_for(via)
+        return self._runner.run(
+            args,
+            git_dir=git_dir,
+            key=self.repo.key,
+            pre_args=[*pre_args, *(rewrite or [])],
+            extra_env=extra_env,
+            url=via.redacted,
+            progress=report,
+        )
 
     def _record_failure(self, result: GitResult) -> None:
         """Remember a remote that did not answer, so that later operations fail at once."""

@@ -131,14 +131,7 @@ class RepoStore:
         check_shallow(self.shallow, self._shallow_keys, self.clone_filter, self._clone_filters)
         #: A seed cache whose objects new clones borrow (git alternates); never written.
         self.reference = ReferenceCache(reference_dir)
-        rules = mirrors.items() if isinstance(mirrors, Mapping) else (mirrors or ())
-        self._mirrors = Mirrors(
-            rules,
-            self.protocols,
-            notices=self.cache_dir / NOTICES_DIR,
-            session_id=self.session_id,
-            warn=notice,
-        )
+        self._mirror_rules = mirrors.items() if isinstance(mirrors, Mapping) else (mirrors or ())
         self._mutex = threading.Lock()
         self._locks: dict[str, RepoLock] = {}
         self.layout = CacheLayout(self.cache_dir)
@@ -152,6 +145,13 @@ class RepoStore:
         """The objects behind the facade, each handed what it needs (no I/O yet)."""
         #: This process's claim on its worktree registrations (see _ownership.py).
         self._owner = Owner(self.cache_dir)
+        self._mirrors = Mirrors(
+            self._mirror_rules,
+            self.protocols,
+            notices=self.cache_dir / NOTICES_DIR,
+            session_id=self.session_id,
+            warn=self._notice,
+        )
         self._runner = GitRunner(self.protocols, self.timeout, self.stats, self._mutex)
         self._registry = WorktreeRegistry(self.cache_dir, self._runner, self._owner)
         self._entries = CacheEntries(

@@ -177,6 +177,7 @@ def main() -> None:
     parser.add_argument("--repo", default="synthetic", help="synthetic, small or a path")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--sparse", default="src/pkg00/,README.md", help="comma-separated")
+    parser.add_argument("--only", default="reuse,sparse,partial", help="comma-separated subset")
     options = parser.parse_args()
     os.environ.setdefault("GIT_CONFIG_NOSYSTEM", "1")
     repo = _upstream(options.repo)
@@ -191,13 +192,17 @@ def main() -> None:
         os.environ["GIT_CONFIG_GLOBAL"] = empty.name
         try:
             print(f"## Features: {repo.name}, {options.reps} repetitions\n")
-            print("### Worktree reuse (`--repo-reuse`), consecutive commits\n")
-            print("\n".join(bench_reuse(url, shas, work, options.reps)) + "\n")
-            print("### Sparse checkout\n")
-            paths = options.sparse.split(",")
-            print("\n".join(bench_sparse(url, shas[-1], paths, work, options.reps)) + "\n")
-            print("### Partial clone (`--repo-clone-filter=blob:none`)\n")
-            print("\n".join(bench_partial(url, shas[-1], work, options.reps)) + "\n")
+            only = options.only.split(",")
+            if "reuse" in only:
+                print("### Worktree reuse (`--repo-reuse`), consecutive commits\n")
+                print("\n".join(bench_reuse(url, shas, work, options.reps)) + "\n")
+            if "sparse" in only:
+                print("### Sparse checkout\n")
+                paths = options.sparse.split(",")
+                print("\n".join(bench_sparse(url, shas[-1], paths, work, options.reps)) + "\n")
+            if "partial" in only:
+                print("### Partial clone (`--repo-clone-filter=blob:none`)\n")
+                print("\n".join(bench_partial(url, shas[-1], work, options.reps)) + "\n")
         finally:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -1,6 +1,7 @@
 """Reuse at git's floor (issue 14): moving a parked worktree runs what git itself needs to move
 a worktree in place (one forced checkout, one clean) plus one listing, and nothing that walks
-the tree twice; what it skips is still undone (the index, flags, modes, stray attributes)."""
+the tree twice; what it skips is still undone (the index, flags, modes, stray attributes, the
+old branch)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def git_commands(trace: Path) -> Counter[str]:
     return Counter(str(e.get("name")) for e in trace_events(trace) if e.get("event") == "cmd_name")
 
 
-def test_a_move_runs_one_checkout_one_clean_one_listing_and_one_ref_update(
+def test_a_move_runs_one_checkout_one_clean_and_one_listing(
     upstream: Upstream, store: RepoStore, tmp_path: Path, trace_file: Path
 ) -> None:
     reusing = RepoStore(store.cache_dir, reuse=True)
@@ -31,7 +32,8 @@ def test_a_move_runs_one_checkout_one_clean_one_listing_and_one_ref_update(
     moved = reusing.add_worktree(upstream.url, sha, tmp_path / "b")
     assert not first.path.exists(), "not reused"
     commands = git_commands(trace_file)
-    assert commands == Counter({"checkout": 1, "clean": 1, "ls-files": 1, "update-ref": 1})
+    # The old branch, a loose ref, goes without a git process.
+    assert commands == Counter({"checkout": 1, "clean": 1, "ls-files": 1})
     assert git("status", "--porcelain", "--ignored", cwd=moved) == ""
     assert "h README.md" not in git("ls-files", "-v", cwd=moved)
     reusing.close()
@@ -73,3 +75,22 @@ def test_modes_changed_in_the_same_second_git_wrote_the_file_are_undone(
     assert (moved / "README.md").stat().st_mode & 0o777 == 0o666 & ~umask
     assert (moved / "src").stat().st_mode & 0o777 == 0o777 & ~umask
     reusing.close()
+
+
+def test_a_branch_a_test_packed_is_still_deleted(
+    upstream: Upstream, store: RepoStore, tmp_path: Path
+) -> None:
+    """Our branches are deleted without git where they are loose files only; one that a test
+    packed (`git pack-refs`, `gc`) is deleted by git, packed copy and all."""
+    wt = store.add_worktree(upstream.url, "v1.0", tmp_path / "a")
+    git("pack-refs", "--all", cwd=wt)
+    packed_branch = wt.branch
+    store.remove_worktree(wt)
+    loose = store.add_worktree(upstream.url, "v1.1", tmp_path / "b")
+    loose_branch = loose.branch
+    store.remove_worktree(loose)
+    git_dir = store.git_dir(upstream.url)
+    for branch in (packed_branch, loose_branch):
+        assert git(f"--git-dir={git_dir}", "branch", "--list", branch) == ""
+        assert not (git_dir / "logs" / "refs" / "heads" / branch).exists()
+    assert not (git_dir / "refs" / "heads" / "repoclones").exists(), "empty directories left"

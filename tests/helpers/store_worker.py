@@ -100,8 +100,14 @@ def mode_resolve(args: dict[str, Any]) -> None:
 def mode_hold_worktree(args: dict[str, Any]) -> None:
     """Add a worktree and keep it until told to remove it (or until killed)."""
     store = make_store(args)
-    wt = store.add_worktree(args["url"], args["commit"], args["path"])
-    say("ready " + json.dumps({"branch": wt.branch, "admin": str(wt.admin_dir)}))
+    wt = store.add_worktree(
+        args["url"], args["commit"], args["path"], submodules=args.get("submodules", False)
+    )
+    submodules = [str(sub.admin_dir) for sub in wt.submodules]
+    say(
+        "ready "
+        + json.dumps({"branch": wt.branch, "admin": str(wt.admin_dir), "submodules": submodules})
+    )
     if sys.stdin.readline().strip() == "remove":
         store.remove_worktree(wt)
         report(store)

@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ._bare import init_bare_repository
 from ._files import read_stripped, rmtree, write_atomically
@@ -48,7 +48,7 @@ from .revisions import Revision
 from .stats import RepoStats
 from .urls import RepoURL
 
-__all__ = ["NAMED_PREFIX", "CacheEntries", "DamagedEntry"]
+__all__ = ["NAMED_PREFIX", "SUBMODULE_RECORD", "CacheEntries", "DamagedEntry"]
 
 log = logging.getLogger("pytest_repoclones")
 
@@ -57,6 +57,8 @@ _T = TypeVar("_T")
 #: Sessions remembered in REFRESH_MARKER: concurrent runs each find their own id there.
 REFRESH_MEMORY = 32
 NAMED_PREFIX = "refs/repoclones/named/"
+#: Marker field: the (redacted) URL of the superproject an entry was first cloned for.
+SUBMODULE_RECORD = "submodule_of"
 #: Times an operation is retried after its cache entry was removed under it (gc in a loop).
 ENTRY_RETRIES = 3
 # A fetch's connectivity check found objects missing: the remote sent too little, or (what we
@@ -177,8 +179,12 @@ class CacheEntries:
     def read_only_error(self, repo: RepoURL, what: str, commit: str | None) -> CacheWriteError:
         return read_only_error(self.cache_dir, repo.redacted, what, commit)
 
-    def ensure(self, repo: RepoURL) -> Path:
-        """The git dir of a complete clone of ``repo``; clone it first if needed."""
+    def ensure(self, repo: RepoURL, *, submodule_of: str | None = None) -> Path:
+        """The git dir of a complete clone of ``repo``; clone it first if needed.
+
+        ``submodule_of`` (a redacted URL) is recorded in the marker of a clone made now, for
+        `pytest-repoclones list`: the entry was first cloned as that repository's submodule.
+        """
         git_dir = self._git_dir(repo)
         if repo.key in self._prepared and (git_dir / MARKER).is_file():
             return git_dir
@@ -193,7 +199,7 @@ class CacheEntries:
             if first_use and (git_dir / MARKER).is_file():
                 self._check_health_locked(repo, git_dir)
             if not (git_dir / MARKER).is_file():
-                self._clone_locked(repo, git_dir)
+                self._clone_locked(repo, git_dir, submodule_of=submodule_of)
             elif first_use:
                 # A clone we just made has nothing left by dead processes to clear.
                 self._prepare_locked(repo, git_dir)
@@ -203,7 +209,9 @@ class CacheEntries:
             self._prepared.add(repo.key)
         return git_dir
 
-    def _clone_locked(self, repo: RepoURL, git_dir: Path) -> None:
+    def _clone_locked(
+        self, repo: RepoURL, git_dir: Path, *, submodule_of: str | None = None
+    ) -> None:
         self._lock(repo).assert_held()
         if git_dir.exists():
             # No completion marker: left by a process killed mid-publish, or damaged.
@@ -228,7 +236,9 @@ class CacheEntries:
             # fetch writes new refs loose: a file check spares a git process on the cold path.
             if not (tmp / REMOTE_HEAD).is_file():
                 self._check_has_commits(repo, tmp)
-            extra = {} if borrowed is None else {REFERENCE_RECORD: borrowed}
+            extra: dict[str, Any] = {} if borrowed is None else {REFERENCE_RECORD: borrowed}
+            if submodule_of is not None:
+                extra[SUBMODULE_RECORD] = submodule_of
             write_marker(
                 tmp, url=repo.redacted, canonical=repo.canonical, filter=clone_filter, **extra
             )

@@ -191,7 +191,7 @@ class SubmoduleCheckouts:
         """One submodule's checkout at ``item.target``: its entry cloned and its commit
         fetched if need be, then the kind of checkout its superproject is."""
         sub = item.repo
-        git_dir = self._entries.ensure(sub)
+        git_dir = self._entries.ensure(sub, submodule_of=repo.redacted)
         sha = self._recorded_commit(item, git_dir)
         assert item.target is not None
         url = sub.original
@@ -488,12 +488,12 @@ class SubmoduleCheckouts:
         for item in self._plan(repo, git_dir, commit):
             with _within(repo, commit, item.recorded):
                 sub_git_dir = self._entries.rebuilding_once(
-                    item.repo, item.recorded.commit, functools.partial(self._fetched, item)
+                    item.repo, item.recorded.commit, functools.partial(self._fetched, repo, item)
                 )
                 self.warm(item.repo, sub_git_dir, item.recorded.commit)
 
-    def _fetched(self, item: _Planned) -> Path:
-        git_dir = self._entries.ensure(item.repo)
+    def _fetched(self, repo: RepoURL, item: _Planned) -> Path:
+        git_dir = self._entries.ensure(item.repo, submodule_of=repo.redacted)
         self._recorded_commit(item, git_dir)
         return git_dir
 

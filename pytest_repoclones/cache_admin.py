@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from . import settings
-from ._entry import NAMED_PREFIX
+from ._entry import NAMED_PREFIX, SUBMODULE_RECORD
 from ._files import read_stripped, rmtree
 from ._git import git_environment, run_git
 from ._layout import MARKER, CacheLayout, read_marker
@@ -144,6 +144,7 @@ class CacheAdmin:
         canonical = data.get("canonical")
         created = data.get("created")
         clone_filter = data.get("filter")
+        submodule_of = data.get(SUBMODULE_RECORD)
         pins = pinned_commits(git_dir)
         return Entry(
             key=git_dir.name[: -len(".git")],
@@ -157,6 +158,7 @@ class CacheAdmin:
             pins=None if pins is None else len(pins),
             worktrees=sum(1 for admin in _admin_dirs(git_dir) if _checkout_exists(admin)),
             complete=metadata is not None and isinstance(url, str),
+            submodule_of=redact(submodule_of) if isinstance(submodule_of, str) else None,
         )
 
     def users(self, git_dir: Path) -> list[str]:

@@ -296,6 +296,8 @@ def _notes(entry: Entry) -> str:
         notes.append("incomplete (next use re-clones it)")
     if entry.clone_filter:
         notes.append(f"filter {entry.clone_filter}")
+    if entry.submodule_of:
+        notes.append(f"submodule of {entry.submodule_of}")
     if entry.worktrees:
         notes.append(f"{entry.worktrees} worktree{'s' if entry.worktrees != 1 else ''}")
     return ", ".join(notes)

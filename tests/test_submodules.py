@@ -591,3 +591,24 @@ def test_worktree_repr_and_submodules_compare_as_values(
     assert isinstance(wt.submodules[0], Worktree)
     assert "submodules" not in repr(wt)
     store.remove_worktree(wt)
+
+
+# -- the cache CLI ------------------------------------------------------------------------
+
+
+def test_cache_list_shows_submodule_entries(
+    family: Family, cache_dir: Path, run: Callable[..., tuple[int, str, str]]
+) -> None:
+    RepoStore(cache_dir, timeout=60).resolve(family.superproject.url, family.c1, submodules=True)
+    status, out, _ = run("list")
+    assert status == 0
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("file://")}
+    assert set(lines) == {
+        u.url for u in (family.superproject, family.lib, family.leaf, family.other)
+    }
+    assert f"submodule of {family.superproject.url}" in lines[family.lib.url]
+    assert f"submodule of {family.lib.url}" in lines[family.leaf.url]
+    assert "submodule of" not in lines[family.superproject.url]
+    status, out, _ = run("list", "--json")
+    by_url = {repo["url"]: repo for repo in json.loads(out)["repositories"]}
+    assert by_url[family.other.url]["submodule_of"] == family.superproject.url

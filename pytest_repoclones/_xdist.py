@@ -54,7 +54,7 @@ class XdistHooks:
         #: Workers that ended without their final counters; the summary says so.
         self.crashed: list[str] = []
         self._exchange: Path | None = None
-        self._prefetched: set[tuple[str, str | None]] = set()
+        self._prefetched: set[tuple[str, prefetch.Want]] = set()
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[SESSION_ID] = self.session_id
@@ -73,11 +73,11 @@ class XdistHooks:
             return
         wanted = prefetch.read_declared(declared_file(self._exchange, node.gateway.id))
         new: prefetch.Wanted = {}
-        for url, commits in wanted.items():
-            for commit in commits:
-                if (url, commit) not in self._prefetched:
-                    self._prefetched.add((url, commit))
-                    new.setdefault(url, []).append(commit)
+        for url, wants in wanted.items():
+            for want in wants:
+                if (url, want) not in self._prefetched:
+                    self._prefetched.add((url, want))
+                    new.setdefault(url, []).append(want)
         if new:
             prefetch.prefetch(self._slot.get(), new, report=self._report)
 

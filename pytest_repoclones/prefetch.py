@@ -29,12 +29,23 @@ from .urls import carries_secret, redact
 if TYPE_CHECKING:
     from .store import RepoStore
 
-__all__ = ["Wanted", "declared", "prefetch", "read_declared", "split_secret", "write_declared"]
+__all__ = [
+    "Want",
+    "Wanted",
+    "declared",
+    "prefetch",
+    "read_declared",
+    "split_secret",
+    "write_declared",
+]
 
 log = logging.getLogger("pytest_repoclones")
 
-#: url -> commits (``None`` for the remote's default branch), in the order first declared.
-Wanted = dict[str, list[str | None]]
+#: A declared commit (``None`` for the remote's default branch), or ``(commit, submodules)``
+#: when the marker says whether its submodules are wanted too (else the ini default decides).
+Want = str | None | tuple[str | None, bool]
+#: url -> what is declared of it, in the order first declared.
+Wanted = dict[str, list[Want]]
 
 #: Repositories warmed at once; each is a git process or two, mostly waiting on the network.
 PARALLEL_REPOSITORIES = 8
@@ -43,16 +54,17 @@ PARALLEL_REPOSITORIES = 8
 def declared(items: Iterable[pytest.Item]) -> Wanted:
     """What the markers of ``items`` ask for; malformed markers are that test's error."""
     wanted: Wanted = {}
-    for url, commit in declarations(items):
+    for url, commit, submodules in declarations(items):
         commits = wanted.setdefault(url, [])
-        if commit not in commits:
-            commits.append(commit)
+        want: Want = commit if submodules is None else (commit, submodules)
+        if want not in commits:
+            commits.append(want)
     return wanted
 
 
 def prefetch(
     store: RepoStore,
-    wanted: Mapping[str, Sequence[str | None]],
+    wanted: Mapping[str, Sequence[Want]],
     report: Callable[[str], None] | None = None,
 ) -> None:
     """Clone and fetch everything in ``wanted``, repositories in parallel, each commit once.
@@ -66,9 +78,13 @@ def prefetch(
         return
 
     def warm(url: str) -> None:
-        for commit in wanted[url]:
+        for want in wanted[url]:
+            commit, submodules = want if isinstance(want, tuple) else (want, None)
             try:
-                store.resolve(url, commit)
+                # A worktree with submodules needs them too: warmed now, before any test.
+                store.resolve(
+                    url, commit, submodules=store.submodules if submodules is None else submodules
+                )
             except Exception as exc:  # noqa: BLE001 - on the controller, raising would end the run
                 log.warning("repoclones: prefetch of %s failed: %s", commit, exc)
                 if report is not None:
@@ -118,7 +134,18 @@ def read_declared(path: Path) -> Wanted:
         log.warning("repoclones: no declared commits in %s", path.name)
         return {}
     return {
-        url: [c for c in commits if c is None or isinstance(c, str)]
+        url: [want for item in commits for want in _want(item)]
         for url, commits in data.items()
         if isinstance(url, str) and isinstance(commits, list)
     }
+
+
+def _want(item: object) -> list[Want]:
+    """One declared item as written to JSON (a pair became a list); none if odd."""
+    if item is None or isinstance(item, str):
+        return [item]
+    if isinstance(item, list) and len(item) == 2 and isinstance(item[1], bool):
+        commit = item[0]
+        if commit is None or isinstance(commit, str):
+            return [(commit, item[1])]
+    return []

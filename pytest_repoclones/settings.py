@@ -113,6 +113,9 @@ class Settings:
     reference_dir: Path | None = None
     #: (ORIGINAL, MIRROR) pairs (``--repo-mirror``, ini ``repo_mirrors``).
     mirrors: tuple[tuple[str, str], ...] = ()
+    #: Check submodules out with every worktree (``--repo-submodules``, ini
+    #: ``repo_submodules``); the factory's and the marker's ``submodules=`` override it.
+    submodules: bool = False
     #: Why there is no cache directory. A session that never uses the plugin must still run,
     #: so this is only shown in the header and raised by the fixtures that need the cache.
     cache_problem: str | None = None
@@ -158,6 +161,9 @@ class Settings:
             clone_filters=clone_filters,
             reference_dir=_reference_dir(config),
             mirrors=_mirrors(config),
+            submodules=bool(
+                config.getoption("repo_submodules", False) or config.getini("repo_submodules")
+            ),
             cache_problem=cache_problem,
         )
 

@@ -213,6 +213,7 @@ class RepoStore:
             clone_filters=dict(settings.clone_filters),
             reference_dir=settings.reference_dir,
             mirrors=settings.mirrors,
+            submodules=settings.submodules,
         )
 
     def __repr__(self) -> str:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = ["collect", "write"]
 
-_COUNTERS = ("worktrees", "clones", "fetches", "cache_hits", "reused", "git_seconds")
+_COUNTERS = ("worktrees", "clones", "fetches", "cache_hits", "reused", "submodules", "git_seconds")
 
 
 def collect(store: RepoStore) -> list[dict[str, Any]]:
@@ -64,17 +64,25 @@ def _hit_note(total: dict[str, Any]) -> str | None:
 
 
 def _write_table(
-    write_line: Any, repos: list[dict[str, Any]], sizes: dict[str, int], *, reused: bool
+    write_line: Any,
+    repos: list[dict[str, Any]],
+    sizes: dict[str, int],
+    *,
+    reused: bool,
+    submodules: bool = False,
 ) -> None:
-    """The -v table, a row per repository; a "reused" column only with --repo-reuse at work."""
+    """The -v table, a row per repository; a "reused" column only with --repo-reuse at work,
+    a "submodules" column (checkouts as a submodule, among the worktrees) only with some."""
     width = max(len("repository"), *(len(r["url"]) for r in repos))
     extra = f" {'reused':>6}" if reused else ""
+    extra += f" {'submodules':>10}" if submodules else ""
     write_line(
         f"{'repository':<{width}} {'worktrees':>9} {'clones':>6} {'fetches':>7} "
         f"{'hits':>5}{extra} {'git s':>7} {'size':>10}"
     )
     for r in repos:
         extra = f" {r['reused']:>6}" if reused else ""
+        extra += f" {r['submodules']:>10}" if submodules else ""
         write_line(
             f"{r['url']:<{width}} {r['worktrees']:>9} {r['clones']:>6} {r['fetches']:>7} "
             f"{r['cache_hits']:>5}{extra} {r['git_seconds']:>7.2f} "
@@ -100,9 +108,13 @@ def write(
     write_line = terminalreporter.write_line
     terminalreporter.write_sep("-", "repoclones")
     if config.get_verbosity() > 0:
-        _write_table(write_line, repos, sizes, reused=total["reused"] > 0)
+        _write_table(
+            write_line, repos, sizes, reused=total["reused"] > 0, submodules=total["submodules"] > 0
+        )
+    # Submodule checkouts are worktrees of their own entries: counted, and said apart.
+    among = f" ({total['submodules']} of them submodules)" if total["submodules"] else ""
     write_line(
-        f"{_count(total['worktrees'], 'worktree')} from {len(repos)} "
+        f"{_count(total['worktrees'], 'worktree')}{among} from {len(repos)} "
         f"repositor{'y' if len(repos) == 1 else 'ies'}: {_count(total['clones'], 'clone')}, "
         f"{_count(total['fetches'], 'fetch')}, {_count(total['cache_hits'], 'cache hit')}, "
         f"{total['git_seconds']:.1f} s in git; cache {format_size(sum(sizes.values()))} "

@@ -585,7 +585,8 @@ def test_malformed_marker_is_reported_clearly(
     assert result.ret != pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
         [
-            "*@pytest.mark.worktree takes (url, commit=None, *, sparse=None, isolate=False, history=True)*"
+            "*@pytest.mark.worktree takes (url, commit=None, *, sparse=None, isolate=False, "
+            "history=True, submodules=None)*"
         ]
     )
 

@@ -14,14 +14,21 @@ from helpers.messages import without_paths
 from upstream import Upstream, git, upload_packs
 
 from pytest_repoclones import RepoStore
-from pytest_repoclones.prefetch import prefetch, read_declared, write_declared
+from pytest_repoclones.prefetch import Wanted, prefetch, read_declared, write_declared
 
 
 def test_declared_commits_survive_the_hand_over(tmp_path: Path) -> None:
-    wanted: dict[str, list[str | None]] = {"file:///a.git": ["v1.0", None], "file:///b": ["x"]}
+    wanted: Wanted = {"file:///a.git": ["v1.0", None], "file:///b": ["x"]}
     assert write_declared(tmp_path / "gw0.json", wanted)
     assert read_declared(tmp_path / "gw0.json") == wanted
     assert [p.name for p in tmp_path.iterdir()] == ["gw0.json"], "no temporary file left"
+
+
+def test_declared_submodule_wishes_survive_the_hand_over(tmp_path: Path) -> None:
+    # A marker's submodules=True/False travels with its commit; JSON makes the pair a list.
+    wanted: Wanted = {"file:///a.git": ["v1.0", ("v1.1", True), (None, False)]}
+    assert write_declared(tmp_path / "gw0.json", wanted)
+    assert read_declared(tmp_path / "gw0.json") == wanted
 
 
 def test_hand_over_to_a_vanished_directory_reports_failure(tmp_path: Path) -> None:

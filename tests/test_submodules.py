@@ -593,7 +593,68 @@ def test_worktree_repr_and_submodules_compare_as_values(
     store.remove_worktree(wt)
 
 
-# -- the cache CLI ------------------------------------------------------------------------
+# -- the plugin: option, ini, marker, prefetch under xdist, summary, offline, the CLI --------
+
+INNER_TESTS = """
+import subprocess
+
+import pytest
+
+
+def submodule_flags(path):
+    out = subprocess.run(
+        ["git", "submodule", "status", "--recursive"], cwd=path, capture_output=True,
+        text=True, check=True,
+    ).stdout
+    return {line[0] for line in out.splitlines()}
+
+
+@pytest.mark.worktree(URL, COMMITS)
+def test_declared(repo_worktree, repo_store):
+    assert repo_worktree.submodules  # from the ini default
+    assert submodule_flags(repo_worktree) == {" "}
+    # The controller warmed every submodule before the first test: this worker clones nothing.
+    assert [s.url for s in repo_store.stats.values() if s.clones or s.fetches] == []
+
+
+@pytest.mark.worktree(URL, COMMITS[0], submodules=False)
+def test_declared_without(repo_worktree):
+    assert repo_worktree.submodules == ()
+
+
+def test_factory(worktree):
+    wt = worktree(URL, COMMITS[1], isolate=True)
+    assert [s.path.name for s in wt.submodules] == ["lib", "other"]
+    assert worktree(URL, COMMITS[1], submodules=False).submodules == ()
+"""
+
+
+def test_suite_with_submodules_under_xdist_then_offline(
+    pytester: pytest.Pytester, family: Family, cache_dir: Path, trace_file: Path
+) -> None:
+    from inner import run
+
+    pytester.makeini("[pytest]\nrepo_submodules = true\n")
+    header = f"URL = {family.superproject.url!r}\nCOMMITS = {[family.c1, family.c2, family.c3]!r}\n"
+    pytester.makepyfile(test_inner=header + INNER_TESTS)
+    result = run(pytester, cache_dir, "-n", "2", "-v")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["repoclones: *submodules*"])  # the header says so
+    # 6 superproject worktrees; submodules: lib+leaf+other (c1, c2), lib+leaf (c3), lib+leaf
+    # +other (the isolated c2) = 11 checkouts; 5 repositories, each cloned once (prefetch).
+    result.stdout.fnmatch_lines(
+        ["*17 worktrees (11 of them submodules) from 5 repositories: 5 clones, 0 fetches*"]
+    )
+    for upstream in (family.superproject, family.lib, family.leaf, family.other, family.moved):
+        assert upload_packs(trace_file, upstream.path) == 1, upstream.path
+    store = RepoStore(cache_dir)
+    for upstream in (family.lib, family.leaf, family.other):
+        assert store.registered_worktrees(upstream.url) == []
+
+    offline = run(pytester, cache_dir, "-n", "2", "--repo-offline")
+    offline.assert_outcomes(passed=5)
+    for upstream in (family.superproject, family.lib, family.leaf):
+        assert upload_packs(trace_file, upstream.path) == 1, upstream.path
 
 
 def test_cache_list_shows_submodule_entries(

@@ -134,6 +134,10 @@ class CacheEntries:
             self._refreshed.discard(key)
             self._partial.pop(key, None)
 
+    def prepared(self, key: str) -> bool:
+        """Whether this process already made sure of the entry (cloned or checked it)."""
+        return key in self._prepared
+
     def refreshed(self, key: str) -> bool:
         return key in self._refreshed
 

@@ -31,6 +31,7 @@ import functools
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -71,6 +72,8 @@ from .worktree import Worktree
 __all__ = ["SubmoduleCheckouts"]
 
 _NO_GITMODULES = "unable to resolve config blob"
+#: Submodule repositories cloned at once (each clone mostly waits on the network).
+PARALLEL_CLONES = 8
 _SYMLINK_MODE = "120000"
 
 
@@ -151,6 +154,7 @@ class SubmoduleCheckouts:
         present = [item for item in planned if item.target is not None]
         if not present:
             return ()
+        self._clone_new_entries(repo, [item for item in present if item.recorded.populate])
         self._configure(parent, present)
         checkouts = []
         for item in present:
@@ -171,14 +175,16 @@ class SubmoduleCheckouts:
         stats = self._stats(sub)
         network_before = stats.clones + stats.fetches
         with _within(repo, parent.commit, item.recorded):
-            checkout = self._entries.rebuilding_once(
+            checkout, has_gitmodules = self._entries.rebuilding_once(
                 sub,
                 item.recorded.commit,
                 lambda: self._make(repo, parent, item, history),
             )
         made.append(checkout)
-        with _within(repo, parent.commit, item.recorded):
-            nested = self._check_out_level(sub, checkout, history, made)
+        nested: tuple[Worktree, ...] = ()
+        if has_gitmodules:  # known from the lookup of the commit: no process for a leaf
+            with _within(repo, parent.commit, item.recorded):
+                nested = self._check_out_level(sub, checkout, history, made)
         stats.worktrees += 1
         stats.submodules += 1
         if stats.clones + stats.fetches == network_before:
@@ -187,27 +193,52 @@ class SubmoduleCheckouts:
             self._entries.touch(checkout.git_dir)
         return replace(checkout, submodules=nested) if nested else checkout
 
-    def _make(self, repo: RepoURL, parent: Worktree, item: _Planned, history: bool) -> Worktree:
+    def _make(
+        self, repo: RepoURL, parent: Worktree, item: _Planned, history: bool
+    ) -> tuple[Worktree, bool]:
         """One submodule's checkout at ``item.target``: its entry cloned and its commit
-        fetched if need be, then the kind of checkout its superproject is."""
+        fetched if need be, then the kind of checkout its superproject is; and whether the
+        commit has a ``.gitmodules`` (nested submodules)."""
         sub = item.repo
         git_dir = self._entries.ensure(sub, submodule_of=repo.redacted)
-        sha = self._recorded_commit(item, git_dir)
+        sha, has_gitmodules = self._recorded_commit(item, git_dir)
         assert item.target is not None
         url = sub.original
         if parent.isolated:
-            return self._isolated(sub, git_dir, parent, item, sha, url, history)
-        if parent.standalone:
-            return self._borrowing(sub, git_dir, parent, item, sha, url)
-        return self._registered(sub, git_dir, item.target, sha, url)
+            made = self._isolated(sub, git_dir, parent, item, sha, url, history)
+        elif parent.standalone:
+            made = self._borrowing(sub, git_dir, parent, item, sha, url)
+        else:
+            made = self._registered(sub, git_dir, item.target, sha, url)
+        return made, has_gitmodules
 
-    def _recorded_commit(self, item: _Planned, git_dir: Path) -> str:
+    def _clone_new_entries(self, repo: RepoURL, items: Sequence[_Planned]) -> None:
+        """Clone (or first check) at once the entries this process has not used yet: on a
+        cold cache the clones dominate, and `git submodule update` makes them one after
+        another. A failure is left for the checkout of that submodule to raise, in context."""
+        fresh: dict[str, _Planned] = {}
+        for item in items:
+            if not self._entries.prepared(item.repo.key):
+                fresh.setdefault(item.repo.key, item)  # one thread per entry (and its lock)
+        if len(fresh) < 2:
+            return
+
+        def clone(item: _Planned) -> None:
+            with contextlib.suppress(RepoClonesError, OSError):
+                self._entries.ensure(item.repo, submodule_of=repo.redacted)
+
+        workers = min(PARALLEL_CLONES, len(fresh))
+        with ThreadPoolExecutor(workers, thread_name_prefix="repoclones-submodules") as pool:
+            list(pool.map(clone, fresh.values()))
+
+    def _recorded_commit(self, item: _Planned, git_dir: Path) -> tuple[str, bool]:
         """The commit the superproject records, from the submodule's entry (fetched by name
-        if missing). Not found: the error names the submodule's repository and the commit,
-        and (see _within) the superproject."""
+        if missing), and whether it has a ``.gitmodules``. Not found: the error names the
+        submodule's repository and the commit, and (see _within) the superproject."""
         sub, recorded = item.repo, item.recorded
+        revision = Revision(recorded.commit, "full")
         try:
-            return self._resolver.resolve_object(sub, git_dir, Revision(recorded.commit, "full"))
+            return self._resolver.commit_with_file(sub, git_dir, revision, ".gitmodules")
         except CommitNotFoundError as exc:
             raise CommitNotFoundError(
                 f"The commit the superproject records is not in {sub.redacted}: "
@@ -485,17 +516,19 @@ class SubmoduleCheckouts:
     def warm(self, repo: RepoURL, git_dir: Path, commit: str) -> None:
         """Clone every submodule ``commit`` records and fetch its recorded commit, recursively,
         without checking anything out: what a worktree with submodules needs, before tests."""
-        for item in self._plan(repo, git_dir, commit):
+        planned = self._plan(repo, git_dir, commit)
+        self._clone_new_entries(repo, planned)
+        for item in planned:
             with _within(repo, commit, item.recorded):
-                sub_git_dir = self._entries.rebuilding_once(
+                sub_git_dir, has_gitmodules = self._entries.rebuilding_once(
                     item.repo, item.recorded.commit, functools.partial(self._fetched, repo, item)
                 )
-                self.warm(item.repo, sub_git_dir, item.recorded.commit)
+                if has_gitmodules:
+                    self.warm(item.repo, sub_git_dir, item.recorded.commit)
 
-    def _fetched(self, repo: RepoURL, item: _Planned) -> Path:
+    def _fetched(self, repo: RepoURL, item: _Planned) -> tuple[Path, bool]:
         git_dir = self._entries.ensure(item.repo, submodule_of=repo.redacted)
-        self._recorded_commit(item, git_dir)
-        return git_dir
+        return git_dir, self._recorded_commit(item, git_dir)[1]
 
     # -- keeping and removing --------------------------------------------------------------
 

@@ -673,3 +673,28 @@ def test_cache_list_shows_submodule_entries(
     status, out, _ = run("list", "--json")
     by_url = {repo["url"]: repo for repo in json.loads(out)["repositories"]}
     assert by_url[family.other.url]["submodule_of"] == family.superproject.url
+
+
+def test_read_only_cache_serves_submodules_without_writing(
+    family: Family, cache_dir: Path, tmp_path: Path
+) -> None:
+    """A warm cache on a read-only mount: the superproject and each submodule are
+    repositories of their own borrowing the cache's objects (submodules under .git/modules),
+    isolated ones too; nothing is written into the cache."""
+    from helpers.mounts import read_only_bind
+
+    RepoStore(cache_dir, timeout=60).resolve(family.superproject.url, family.c1, submodules=True)
+    with read_only_bind(cache_dir, tmp_path / "ro") as mount:
+        before = {str(p): p.lstat().st_mtime_ns for p in mount.rglob("*")}
+        store = RepoStore(mount, timeout=60)
+        assert store.read_only
+        for isolate in (False, True):
+            target = tmp_path / f"wt-{isolate}"
+            wt = store.add_worktree(
+                family.superproject.url, family.c1, target, isolate=isolate, submodules=True
+            )
+            assert (wt.path / "lib" / ".git").read_text() == "gitdir: ../.git/modules/lib\n"
+            assert {flag for flag, _, _ in submodule_status(wt.path)} == {" "}
+            assert git("-C", str(wt.path), "status", "--porcelain") == ""
+            store.remove_worktree(wt)
+        assert {str(p): p.lstat().st_mtime_ns for p in mount.rglob("*")} == before

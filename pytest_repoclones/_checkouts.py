@@ -28,7 +28,7 @@ from ._reuse import Parking, remember_index
 from ._runner import GitRunner
 from ._standalone import init_borrowing, init_isolated
 from ._submodule_checkouts import SubmoduleCheckouts
-from .errors import CommitNotFoundError, InvalidInputError, WorktreeError
+from .errors import CommitNotFoundError, InvalidInputError, RepoClonesError, WorktreeError
 from .revisions import Revision, check_branch_name, parse_revision
 from .stats import RepoStats
 from .urls import RepoURL, redact
@@ -326,9 +326,17 @@ class Checkouts:
         # Deleting files is the slow part and needs no lock: the admin entry stays valid
         # (a concurrent fetch still reads a consistent HEAD) until we remove it below.
         rmtree(worktree.path)
-        # Submodule checkouts are registered in their own entries (files gone with ours).
-        self.submodules.remove(worktree.submodules)
+        # Submodule checkouts are registered in their own entries (files gone with ours); a
+        # failure there must not leave the superproject's registration behind.
+        try:
+            self.submodules.remove(worktree.submodules)
+        except RepoClonesError as exc:
+            submodule_error: RepoClonesError | None = exc
+        else:
+            submodule_error = None
         if worktree.isolated or worktree.standalone:
+            if submodule_error is not None:
+                raise submodule_error
             return  # a repository of its own: nothing registered in the cache
         lock = self._lock_by_key(key_of(worktree.git_dir), redact(worktree.url))
         with lock.hold(f"worktree remove {worktree.path}"):
@@ -341,6 +349,8 @@ class Checkouts:
                 commit=worktree.commit,
                 git_error=result.error_line,
             )
+        if submodule_error is not None:
+            raise submodule_error
 
     def _isolated_worktree(
         self,

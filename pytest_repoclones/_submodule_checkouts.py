@@ -154,13 +154,19 @@ class SubmoduleCheckouts:
         present = [item for item in planned if item.target is not None]
         if not present:
             return ()
-        self._clone_new_entries(repo, [item for item in present if item.recorded.populate])
+        wanted = [item for item in present if item.recorded.populate]
+        # Counted before the parallel clones: a checkout whose entry they cloned is no hit.
+        network_before = {item.repo.key: self._network_ops(item.repo) for item in wanted}
+        self._clone_new_entries(repo, wanted)
         self._configure(parent, present)
-        checkouts = []
-        for item in present:
-            if item.recorded.populate:
-                checkouts.append(self._check_out_one(repo, parent, item, history, made))
-        return tuple(checkouts)
+        return tuple(
+            self._check_out_one(repo, parent, item, history, made, network_before[item.repo.key])
+            for item in wanted
+        )
+
+    def _network_ops(self, repo: RepoURL) -> int:
+        stats = self._stats(repo)
+        return stats.clones + stats.fetches
 
     def _check_out_one(
         self,
@@ -169,11 +175,10 @@ class SubmoduleCheckouts:
         item: _Planned,
         history: bool,
         made: list[Worktree],
+        network_before: int,
     ) -> Worktree:
         sub = item.repo
         assert item.target is not None
-        stats = self._stats(sub)
-        network_before = stats.clones + stats.fetches
         with _within(repo, parent.commit, item.recorded):
             checkout, has_gitmodules = self._entries.rebuilding_once(
                 sub,
@@ -185,9 +190,11 @@ class SubmoduleCheckouts:
         if has_gitmodules:  # known from the lookup of the commit: no process for a leaf
             with _within(repo, parent.commit, item.recorded):
                 nested = self._check_out_level(sub, checkout, history, made)
+        stats = self._stats(sub)
         stats.worktrees += 1
         stats.submodules += 1
-        if stats.clones + stats.fetches == network_before:
+        # The definition Checkouts.add uses: no clone and no fetch by this process for it.
+        if self._network_ops(sub) == network_before:
             stats.cache_hits += 1
         if not checkout.isolated and not checkout.standalone:
             self._entries.touch(checkout.git_dir)

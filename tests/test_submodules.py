@@ -210,7 +210,10 @@ def test_each_repository_is_one_entry_cloned_once(
     assert {s.path.name for s in first.submodules} == {"lib", "other"}
     for upstream in (family.superproject, family.lib, family.leaf, family.other):
         assert upload_packs(trace_file, upstream.path) == 1, upstream.path
-    assert store.stats[store.git_dir(family.lib.url).name[:-4]].submodules == 2
+    lib_stats = store.stats[store.git_dir(family.lib.url).name[:-4]]
+    # Two checkouts as a submodule: the first cloned its entry (no hit), the second is a hit.
+    assert (lib_stats.worktrees, lib_stats.submodules, lib_stats.clones) == (2, 2, 1)
+    assert lib_stats.cache_hits == 1
     # lib2 is an ancestor of lib's main tip: the clone brought it; other's moved repository
     # is new: one clone; nothing else goes to the network.
     third = store.add_worktree(url, family.c2, tmp_path / "c", submodules=True)

@@ -41,7 +41,16 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import make_repo  # noqa: E402
-from common import git, isolate_environment, log, read_trace, rmtree, trace_to  # noqa: E402
+from common import (  # noqa: E402
+    WORK_DIR,
+    git,
+    isolate_environment,
+    log,
+    read_trace,
+    rmtree,
+    spread_inodes,
+    trace_to,
+)
 
 from pytest_repoclones import RepoStore  # noqa: E402
 
@@ -107,9 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-mb", type=float, default=2.0, help="tree size per repository")
     parser.add_argument("--commits", type=int, default=10, help="superproject commits tested")
     parser.add_argument("--reps", type=int, default=10, help="tests per way (after the first)")
-    parser.add_argument("--scratch", type=Path, help="where to work (default: a temp dir)")
+    parser.add_argument("--scratch", type=Path, help="where to work (default: bench/.work)")
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="bench-submodules-", dir=args.scratch))
+    scratch = args.scratch or WORK_DIR
+    scratch.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="submodules-", dir=scratch))
+    spread_inodes(work)  # as every benchmark here: see common.spread_inodes
     isolate_environment(work)
     spec = make_repo.Spec(args.files, args.size_mb, args.commits, 0, 20261130)
     log(f"building upstreams in {work}")

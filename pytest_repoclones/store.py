@@ -12,6 +12,8 @@ the work to one object per idea, each in a module of its own:
     _registry.py    worktree registrations: branches, atomic admin entries, pruning
     _checkouts.py   making and removing worktrees (and standalone repositories)
     _reuse.py       parked worktrees moved to the next commit (``reuse``)
+    _submodules.py  what a commit records of its submodules, and the checks on that input
+    _submodule_checkouts.py  submodules checked out from entries of their own (``submodules``)
 
 Refs inside a cached repository:
 

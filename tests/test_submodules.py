@@ -297,6 +297,38 @@ def test_killed_owner_submodule_checkouts_are_pruned(
     fresh.remove_worktree(wt)
 
 
+def test_cache_commands_respect_live_submodule_checkouts(
+    store: RepoStore, family: Family, tmp_path: Path, run: Callable[..., tuple[int, str, str]]
+) -> None:
+    """`gc` and `clear` see a submodule's checkout as a user of its entry, as any worktree."""
+    wt = store.add_worktree(family.superproject.url, family.c3, tmp_path / "wt", submodules=True)
+    status, out, _ = run("clear", family.leaf.url)
+    assert "skipped" in out, out
+    assert store.git_dir(family.leaf.url).is_dir()
+    store.remove_worktree(wt)
+    status, out, _ = run("clear", family.leaf.url)
+    assert status == 0, out
+    assert not store.git_dir(family.leaf.url).exists()
+
+
+def test_mirrors_serve_submodules_too(
+    family: Family, make_upstream: Callable[..., Upstream], cache_dir: Path, tmp_path: Path
+) -> None:
+    """A submodule URL that only a --repo-mirror rule can reach: fetched through the mirror,
+    its entry keyed by the URL .gitmodules gives."""
+    sup = make_upstream("mirrored")
+    remote = "https://example.invalid/org/lib.git"
+    sup.commit({".gitmodules": gitmodules(("lib", "lib", remote)), "lib": (family.lib2, GITLINK)})
+    mirror_root = family.lib.path.parent.as_uri()
+    store = RepoStore(cache_dir, timeout=60, mirrors={"https://example.invalid/org": mirror_root})
+    wt = store.add_worktree(sup.url, "main", tmp_path / "wt", submodules=True)
+    (lib,) = wt.submodules
+    assert lib.url == remote
+    assert (lib.path / "lib.txt").read_text() == "lib 2\n"
+    assert lib.git_dir == store.git_dir(remote)
+    store.remove_worktree(wt)
+
+
 def test_recorded_commit_missing_upstream_names_both_repositories(
     store: RepoStore, family: Family, make_upstream: Callable[..., Upstream], tmp_path: Path
 ) -> None:

@@ -420,11 +420,14 @@ class CacheAdmin:
         requests: Sequence[tuple[str, Sequence[str]]],
         *,
         clone_filter: str | None = None,
+        submodules: bool = False,
     ) -> Iterator[Prefetched]:
         """For each ``(url, commits)``: clone ``url`` if needed, then fetch each commit
         (default: the default branch). One step per repository and per commit, yielded as it
         ends, so a long run shows progress; a failure is a step too and the others still run
-        (a CI image build wants to hear of every missing commit at once, not one per try)."""
+        (a CI image build wants to hear of every missing commit at once, not one per try).
+        With ``submodules``, each commit's submodules are warmed too (a failure there fails
+        that commit's step)."""
         # One store for all: a remote that does not answer fails at once for its next commits.
         store = RepoStore(
             self.cache_dir,
@@ -453,7 +456,7 @@ class CacheAdmin:
                 shown_name = name or "(default branch)"
                 had = None if cloned else _cached_commit(git_dir, name)
                 try:
-                    sha = store.resolve(url, name)
+                    sha = store.resolve(url, name, submodules=submodules)
                 except (RepoClonesError, OSError) as exc:
                     yield Prefetched(shown, shown_name, "failed", detail=_reason(exc))
                     continue

@@ -737,3 +737,14 @@ def test_read_only_cache_serves_submodules_without_writing(
             assert git("-C", str(wt.path), "status", "--porcelain") == ""
             store.remove_worktree(wt)
         assert {str(p): p.lstat().st_mtime_ns for p in mount.rglob("*")} == before
+
+
+def test_cli_prefetch_warms_submodules_for_an_offline_run(
+    family: Family, cache_dir: Path, tmp_path: Path, run: Callable[..., tuple[int, str, str]]
+) -> None:
+    status, _, err = run("prefetch", "--submodules", family.superproject.url, family.c1)
+    assert status == 0, err
+    offline = RepoStore(cache_dir, timeout=60, offline=True)
+    wt = offline.add_worktree(family.superproject.url, family.c1, tmp_path / "wt", submodules=True)
+    assert (wt.path / "lib" / "deps" / "leaf" / "leaf.txt").is_file()
+    offline.remove_worktree(wt)

@@ -276,6 +276,23 @@ def test_teardown_and_keep_cover_submodule_registrations(
     later.remove_worktree(again)
 
 
+def test_concurrent_processes_clone_each_submodule_once(
+    family: Family, cache_dir: Path, tmp_path: Path, trace_file: Path
+) -> None:
+    """Three processes released at once on a cold cache, each making a worktree with its
+    submodules: each repository is cloned once, whoever waits reuses the clone."""
+    args = {"cache": str(cache_dir), "url": family.superproject.url, "commit": family.c1}
+    with ChildGroup(tmp_path / "logs") as group:
+        children = group.start_together(
+            "submodules", [{**args, "path": str(tmp_path / f"wt{n}"), "count": 2} for n in range(3)]
+        )
+        results = [child.finish(timeout=120) for child in children]
+    assert all(result["ok"] and result["gone"] for result in results), results
+    for upstream in (family.superproject, family.lib, family.leaf, family.other):
+        assert upload_packs(trace_file, upstream.path) == 1, upstream.path
+    assert RepoStore(cache_dir).registered_worktrees(family.lib.url) == []
+
+
 def test_killed_owner_submodule_checkouts_are_pruned(
     family: Family, cache_dir: Path, tmp_path: Path
 ) -> None:

@@ -113,6 +113,16 @@ def mode_hold_worktree(args: dict[str, Any]) -> None:
         report(store)
 
 
+def mode_submodules(args: dict[str, Any]) -> None:
+    """One worktree with its submodules at a commit, checked, then removed."""
+    store = make_store(args)
+    barrier(args)
+    wt = store.add_worktree(args["url"], args["commit"], args["path"], submodules=True)
+    ok = all((sub.path / ".git").is_file() and any(sub.path.iterdir()) for sub in wt.submodules)
+    store.remove_worktree(wt)
+    report(store, ok=ok and len(wt.submodules) == args["count"], gone=not wt.path.exists())
+
+
 def mode_hold_lock(args: dict[str, Any]) -> None:
     """Take the repository's lock the way the store does, and keep it until killed."""
     store = make_store(args)
@@ -133,6 +143,7 @@ MODES = {
     "resolve": mode_resolve,
     "hold-worktree": mode_hold_worktree,
     "hold-lock": mode_hold_lock,
+    "submodules": mode_submodules,
 }
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ._entry import CacheEntries
@@ -26,7 +27,8 @@ from ._resolve import Resolver
 from ._reuse import Parking, remember_index
 from ._runner import GitRunner
 from ._standalone import init_borrowing, init_isolated
-from .errors import CommitNotFoundError, InvalidInputError, WorktreeError
+from ._submodule_checkouts import SubmoduleCheckouts
+from .errors import CommitNotFoundError, InvalidInputError, RepoClonesError, WorktreeError
 from .revisions import Revision, check_branch_name, parse_revision
 from .stats import RepoStats
 from .urls import RepoURL, redact
@@ -67,6 +69,18 @@ class Checkouts:
         self.offline = offline
         self.reuse = reuse
         self._packs = HistoryPacks(runner)
+        #: Submodules inside the worktrees made here (``submodules=True``).
+        self.submodules = SubmoduleCheckouts(
+            layout,
+            runner,
+            registry,
+            entries,
+            resolver,
+            self._packs,
+            lock_by_key=lock_by_key,
+            stats=stats,
+            run_in_worktree=self.run_in_worktree,
+        )
         self.parking = Parking(
             owner=owner,
             registry=registry,
@@ -99,6 +113,7 @@ class Checkouts:
         sparse: Sequence[str] | None,
         isolate: bool,
         history: bool = True,
+        submodules: bool = False,
     ) -> Worktree:
         __tracebackhide__ = True  # its arguments may hold a secret
         revision = parse_revision(commit)
@@ -125,8 +140,20 @@ class Checkouts:
             start = self._resolver.resolve(repo, git_dir, revision)
         isolation = (isolate, history)
         worktree = self._make(
-            repo, git_dir, revision, start, target, branch, auto_branch, sparse_args, isolation, url
+            repo,
+            git_dir,
+            revision,
+            start,
+            target,
+            branch,
+            auto_branch,
+            sparse_args,
+            isolation,
+            url,
+            reuse=self.reuse and not submodules,
         )
+        if submodules:
+            worktree = self._with_submodules(repo, worktree, history)
         stats = self._stats(repo)
         stats.worktrees += 1
         # The one definition of a cache hit (the summary relies on it): making this worktree
@@ -150,6 +177,8 @@ class Checkouts:
         sparse_args: list[str] | None,
         isolation: tuple[bool, bool],
         given_url: str | os.PathLike[str],
+        *,
+        reuse: bool,
     ) -> Worktree:
         """The worktree the settings call for: isolated, reused, borrowing a read-only
         cache's objects, or a new one registered in the entry."""
@@ -171,7 +200,8 @@ class Checkouts:
             if history and self._entries.is_shallow(repo):
                 self._entries.deepen(repo, git_dir, start)  # every ancestor, as promised
             return self._isolated_worktree(repo, start, target, branch, sparse_args, url, history)
-        if self.reuse and sparse_args is None and not self.read_only:
+        # Worktrees with submodules are always fresh (see _with_submodules).
+        if reuse and sparse_args is None and not self.read_only:
             reused = self.parking.take(repo, revision, start, target, branch, url)
             if reused is not None:
                 self._stats(repo).reused += 1
@@ -221,6 +251,20 @@ class Checkouts:
         )
         self._check_out(repo, worktree, sparse_args)
         return worktree
+
+    def _with_submodules(self, repo: RepoURL, worktree: Worktree, history: bool) -> Worktree:
+        """``worktree`` with its submodules checked out, recursively; on failure it is removed.
+
+        Such a worktree is never parked for reuse, nor made from a parked one: moving a tree
+        of worktrees from several entries to other recorded commits (submodules added,
+        removed, moved or pointed at another URL meanwhile) is left to a fresh checkout.
+        """
+        try:
+            made = self.submodules.check_out(repo, worktree, history=history)
+        except BaseException:
+            self.remove(worktree)
+            raise
+        return replace(worktree, submodules=made) if made else worktree
 
     def _check_out(self, repo: RepoURL, worktree: Worktree, sparse_args: list[str] | None) -> None:
         """Write a registered worktree's files, outside the lock: the slow part."""
@@ -284,7 +328,17 @@ class Checkouts:
         # Deleting files is the slow part and needs no lock: the admin entry stays valid
         # (a concurrent fetch still reads a consistent HEAD) until we remove it below.
         rmtree(worktree.path)
+        # Submodule checkouts are registered in their own entries (files gone with ours); a
+        # failure there must not leave the superproject's registration behind.
+        try:
+            self.submodules.remove(worktree.submodules)
+        except RepoClonesError as exc:
+            submodule_error: RepoClonesError | None = exc
+        else:
+            submodule_error = None
         if worktree.isolated or worktree.standalone:
+            if submodule_error is not None:
+                raise submodule_error
             return  # a repository of its own: nothing registered in the cache
         lock = self._lock_by_key(key_of(worktree.git_dir), redact(worktree.url))
         with lock.hold(f"worktree remove {worktree.path}"):
@@ -297,6 +351,8 @@ class Checkouts:
                 commit=worktree.commit,
                 git_error=result.error_line,
             )
+        if submodule_error is not None:
+            raise submodule_error
 
     def _isolated_worktree(
         self,

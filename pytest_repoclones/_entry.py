@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ._bare import init_bare_repository
 from ._files import read_stripped, rmtree, write_atomically
@@ -49,7 +49,7 @@ from .revisions import Revision
 from .stats import RepoStats
 from .urls import RepoURL
 
-__all__ = ["NAMED_PREFIX", "CacheEntries", "DamagedEntry"]
+__all__ = ["NAMED_PREFIX", "SUBMODULE_RECORD", "CacheEntries", "DamagedEntry"]
 
 log = logging.getLogger("pytest_repoclones")
 
@@ -57,6 +57,8 @@ _T = TypeVar("_T")
 
 #: Sessions remembered in REFRESH_MARKER: concurrent runs each find their own id there.
 REFRESH_MEMORY = 32
+#: Marker field: the (redacted) URL of the superproject an entry was first cloned for.
+SUBMODULE_RECORD = "submodule_of"
 #: Times an operation is retried after its cache entry was removed under it (gc in a loop).
 ENTRY_RETRIES = 3
 # A fetch's connectivity check found objects missing: the remote sent too little, or (what we
@@ -139,6 +141,10 @@ class CacheEntries:
             self._partial.pop(key, None)
             self._shallow.pop(key, None)
 
+    def prepared(self, key: str) -> bool:
+        """Whether this process already made sure of the entry (cloned or checked it)."""
+        return key in self._prepared
+
     def refreshed(self, key: str) -> bool:
         return key in self._refreshed
 
@@ -184,8 +190,12 @@ class CacheEntries:
     def read_only_error(self, repo: RepoURL, what: str, commit: str | None) -> CacheWriteError:
         return read_only_error(self.cache_dir, repo.redacted, what, commit)
 
-    def ensure(self, repo: RepoURL) -> Path:
-        """The git dir of a complete clone of ``repo``; clone it first if needed."""
+    def ensure(self, repo: RepoURL, *, submodule_of: str | None = None) -> Path:
+        """The git dir of a complete clone of ``repo``; clone it first if needed.
+
+        ``submodule_of`` (a redacted URL) is recorded in the marker of a clone made now, for
+        `pytest-repoclones list`: the entry was first cloned as that repository's submodule.
+        """
         git_dir = self._git_dir(repo)
         if repo.key in self._prepared and (git_dir / MARKER).is_file():
             return git_dir
@@ -200,7 +210,7 @@ class CacheEntries:
             if first_use and (git_dir / MARKER).is_file():
                 self._check_health_locked(repo, git_dir)
             if not (git_dir / MARKER).is_file():
-                self._clone_locked(repo, git_dir)
+                self._clone_locked(repo, git_dir, submodule_of=submodule_of)
             elif first_use:
                 # A clone we just made has nothing left by dead processes to clear.
                 self._prepare_locked(repo, git_dir)
@@ -210,7 +220,9 @@ class CacheEntries:
             self._prepared.add(repo.key)
         return git_dir
 
-    def _clone_locked(self, repo: RepoURL, git_dir: Path) -> None:
+    def _clone_locked(
+        self, repo: RepoURL, git_dir: Path, *, submodule_of: str | None = None
+    ) -> None:
         self._lock(repo).assert_held()
         if git_dir.exists():
             # No completion marker: left by a process killed mid-publish, or damaged.
@@ -232,7 +244,7 @@ class CacheEntries:
             seed = self._reference.entry(repo, clone_filter)
             borrowed = None if seed is None else self._reference.borrow(tmp, seed)
             shallow = self.shallow or repo.key in self._shallow_keys
-            extra: dict[str, object] = {"shallow": True} if shallow else {}
+            extra: dict[str, Any] = {"shallow": True} if shallow else {}
             if not shallow:  # a shallow entry starts empty: each commit comes when asked for
                 problem = "Could not clone"
                 self._fetch_upstream(repo, tmp, problem=problem, clone_filter=clone_filter)
@@ -241,6 +253,8 @@ class CacheEntries:
                     self._check_has_commits(repo, tmp)
             if borrowed is not None:
                 extra[REFERENCE_RECORD] = borrowed
+            if submodule_of is not None:
+                extra[SUBMODULE_RECORD] = submodule_of
             write_marker(
                 tmp, url=repo.redacted, canonical=repo.canonical, filter=clone_filter, **extra
             )

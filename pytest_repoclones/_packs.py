@@ -55,9 +55,13 @@ class HistoryPacks:
     def __init__(self, runner: GitRunner) -> None:
         self._runner = runner
 
-    def shared(self, git_dir: Path, sha: str, *, history: bool, key: str) -> Pack | GitResult:
-        """The entry's pack of ``sha``'s history (or tree), made if need be; git's failure."""
-        home = git_dir / PACKS_DIR / (sha if history else f"{sha}-tree")
+    def shared(
+        self, git_dir: Path, sha: str, *, history: bool, key: str, shallow: bool = False
+    ) -> Pack | GitResult:
+        """The entry's pack of ``sha``'s history (or tree, or with ``shallow`` the commit
+        alone with its tree), made if need be; git's failure."""
+        kind = "" if history else "-shallow" if shallow else "-tree"
+        home = git_dir / PACKS_DIR / f"{sha}{kind}"
         found = _intact(home)
         if found is not None:
             with contextlib.suppress(OSError):
@@ -67,7 +71,7 @@ class HistoryPacks:
         staging = home.with_name(f".{home.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         staging.mkdir(parents=True)
         try:
-            made = self.build(git_dir, sha, staging, history=history, key=key)
+            made = self.build(git_dir, sha, staging, history=history, key=key, shallow=shallow)
             if isinstance(made, GitResult):
                 return made
             (staging / _RECORD).write_text(json.dumps(_fingerprint(made)))
@@ -92,12 +96,15 @@ class HistoryPacks:
         history: bool,
         key: str,
         objects: Path | None = None,
+        shallow: bool = False,
     ) -> Pack | GitResult:
         """Write the pack of ``sha``'s history (or tree) into ``directory``; git's failure.
 
         git writes its temporary files into the object directory it works in: for a cache it
         must not write into (read-only), ``objects`` names another one, and the cache's
-        objects are read through it as alternates.
+        objects are read through it as alternates. ``shallow`` (without ``history``): the
+        commit itself, unchanged, and its tree, none of its parents; what upload-pack sends
+        for a clone of depth 1 (a submodule must keep the commit its superproject records).
         """
         env = None
         if objects is not None:
@@ -106,17 +113,21 @@ class HistoryPacks:
                 "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(git_dir / "objects"),
             }
         commit = None
-        if not history:
+        if shallow and not history:
+            revisions = f"--shallow {sha}\n{sha}\n"  # the parents are where the walk stops
+        elif not history:
             shown = self._runner.run(["cat-file", "commit", sha], git_dir=git_dir, key=key)
             if not shown.ok:
                 return shown
             commit = history_free_commit(shown.stdout.encode("utf-8", "surrogateescape"))
             (directory / _COMMIT).write_bytes(commit)
-        revision = sha if history else f"{sha}^{{tree}}"
+            revisions = f"{sha}^{{tree}}\n"
+        else:
+            revisions = f"{sha}\n"
         result = self._runner.run(
             ["pack-objects", "--revs", "--delta-base-offset", "--quiet", str(directory / "pack")],
             git_dir=git_dir,
-            stdin=f"{revision}\n",
+            stdin=revisions,
             key=key,
             extra_env=env,
         )

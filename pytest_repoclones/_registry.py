@@ -25,7 +25,13 @@ from ._lock import RepoLock
 from ._ownership import REASON_PREFIX, Owner, judge, points_back
 from ._runner import GitRunner
 
-__all__ = ["BRANCH_PREFIX", "HUSK_GRACE", "STAGING_DIR", "WorktreeRegistry"]
+__all__ = [
+    "BRANCH_PREFIX",
+    "HUSK_GRACE",
+    "STAGING_DIR",
+    "WorktreeRegistry",
+    "write_checkout_reflog",
+]
 
 log = logging.getLogger("pytest_repoclones")
 
@@ -68,12 +74,16 @@ class WorktreeRegistry:
             return GitResult(("update-ref", "-d", name), 0, "", "")
         return self._runner.run(["update-ref", "-d", name], git_dir=git_dir)
 
-    def register(self, lock: RepoLock, git_dir: Path, target: Path, branch: str) -> Path:
-        """Register ``target`` as a worktree on ``branch``; return its admin entry.
+    def register(
+        self, lock: RepoLock, git_dir: Path, target: Path, branch: str, *, detached: str = ""
+    ) -> Path:
+        """Register ``target`` as a worktree on ``branch`` (or at the commit ``detached``, on no
+        branch, as a submodule is); return its admin entry.
 
         What `git worktree add --no-checkout --lock` writes, but built aside and renamed into
         ``worktrees/``, locked with our owner id: git's own prune leaves it alone, and a later
-        session tells a dead owner's entry from a live one by that owner's lock.
+        session tells a dead owner's entry from a live one by that owner's lock. A detached
+        HEAD must name a commit the entry holds (a fetch reads every worktree's HEAD).
         """
         lock.assert_held()
         name = _ENTRY_NAME_UNSAFE.sub("-", target.name).strip(".-")[:40] or "wt"
@@ -85,7 +95,11 @@ class WorktreeRegistry:
             staging.mkdir(parents=True)
             (staging / "gitdir").write_text(f"{os.path.realpath(target)}/.git\n")
             (staging / "commondir").write_text("../..\n")
-            (staging / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
+            (staging / "HEAD").write_text(
+                f"{detached}\n" if detached else f"ref: refs/heads/{branch}\n"
+            )
+            if detached:
+                write_checkout_reflog(staging, detached)
             (staging / "locked").write_text(self.owner.reason(branch))
             target.mkdir(parents=True, exist_ok=True)
             dot_git.write_text(f"gitdir: {admin}\n")
@@ -214,6 +228,15 @@ class WorktreeRegistry:
             if gitdir:
                 found.append(Path(gitdir).parent)
         return found
+
+
+def write_checkout_reflog(admin: Path, sha: str) -> None:
+    """The HEAD reflog line `git submodule update` leaves: `git status` reads the last
+    "checkout: moving from X to Y" to say "HEAD detached at <sha>" rather than "Not
+    currently on any branch"."""
+    (admin / "logs").mkdir(exist_ok=True)
+    line = f"{'0' * len(sha)} {sha} pytest-repoclones <> {int(time.time())} +0000"
+    (admin / "logs" / "HEAD").write_text(f"{line}\tcheckout: moving from {sha} to {sha}\n")
 
 
 def _remove_stale_git_locks(git_dir: Path) -> None:

@@ -54,6 +54,21 @@ class Resolver:
             )
         return found
 
+    def commit_with_file(
+        self, repo: RepoURL, git_dir: Path, revision: Revision, path: str
+    ) -> tuple[str, bool]:
+        """The commit ``revision`` (a full name, fetched if missing) and whether its tree
+        holds ``path`` (a submodule's ``.gitmodules``): one git process when it is cached."""
+        commit, file = self._lookup_typed(
+            git_dir, [f"{revision.text}^{{commit}}", f"{revision.text}:{path}"], repo=repo
+        )
+        if commit is not None and commit[1] == "commit":
+            return commit[0], file is not None and file[1] == "blob"
+        found = self.resolve_object(repo, git_dir, revision)
+        return found, self._lookup(git_dir, [f"{found}:{path}"], kind="blob", repo=repo)[
+            0
+        ] is not None
+
     def _resolve_abbrev(self, repo: RepoURL, git_dir: Path, revision: Revision) -> str:
         expr = f"{revision.text}^{{commit}}"
         found = self._lookup(git_dir, [expr], abbrev=revision, repo=repo)[0]
@@ -143,6 +158,17 @@ class Resolver:
         With ``repo``, a damaged object (cat-file dies on it) raises DamagedEntry; without,
         it counts as missing (what the health check wants).
         """
+        typed = self._lookup_typed(git_dir, exprs, abbrev=abbrev, repo=repo)
+        return [item[0] if item is not None and item[1] == kind else None for item in typed]
+
+    def _lookup_typed(
+        self,
+        git_dir: Path,
+        exprs: list[str],
+        abbrev: Revision | None = None,
+        repo: RepoURL | None = None,
+    ) -> list[tuple[str, str] | None]:
+        """(object name, type) for each expression, None where missing; one git process."""
         result = self._git_input(
             ["cat-file", "--batch-check=%(objectname) %(objecttype)"],
             "".join(f"{expr}\n" for expr in exprs),
@@ -150,7 +176,7 @@ class Resolver:
         )
         if not result.ok and repo is not None:
             self._entries.check_damage(repo, git_dir, result.stderr)
-        found: list[str | None] = []
+        found: list[tuple[str, str] | None] = []
         for line in result.stdout.splitlines():
             if line.endswith(" ambiguous") and abbrev is not None:
                 raise InvalidInputError(
@@ -158,6 +184,6 @@ class Resolver:
                     commit=abbrev.text,
                 )
             name, _, object_type = line.partition(" ")
-            found.append(name if object_type == kind else None)
+            found.append((name, object_type) if object_type != "missing" else None)
         found.extend([None] * (len(exprs) - len(found)))
         return found

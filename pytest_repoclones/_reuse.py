@@ -92,8 +92,9 @@ class Parking:
             return parked
 
     def parkable(self, worktree: Worktree) -> bool:
-        """Only an intact, full (not sparse, not isolated) checkout is worth moving on."""
-        if worktree.sparse or worktree.isolated:
+        """Only an intact, full (not sparse, not isolated) checkout without submodules is
+        worth moving on."""
+        if worktree.sparse or worktree.isolated or worktree.submodules:
             return False
         return read_stripped(worktree.path / ".git") == f"gitdir: {worktree.admin_dir}"
 

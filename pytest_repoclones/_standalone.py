@@ -14,10 +14,11 @@ import os
 import zlib
 from pathlib import Path
 
+from ._bare import config_quote
 from ._files import read_stripped
 from ._packs import Pack, link_pack
 
-__all__ = ["init_borrowing", "init_isolated"]
+__all__ = ["init_borrowing", "init_isolated", "init_submodule_repository"]
 
 
 def init_isolated(pack: Pack, target: Path, branch: str, sha: str) -> str:
@@ -97,3 +98,43 @@ def shared_refs(
                 refs[path.relative_to(git_dir).as_posix()] = loose
     # No "sorted"/"peeled" traits claimed: git then sorts and peels for itself.
     return "".join(f"{sha} {name}\n" for name, sha in sorted(refs.items()))
+
+
+def init_submodule_repository(
+    git_dir: Path,
+    worktree: Path,
+    sha: str,
+    *,
+    pack: Pack | None = None,
+    borrow_from: Path | None = None,
+    shallow: bool = False,
+) -> None:
+    """A submodule's own repository at ``git_dir`` (``<superproject>/.git/modules/<name>``,
+    where `git submodule update` keeps it), for ``worktree``, on a detached HEAD at ``sha``.
+
+    Its objects are ``pack``'s (an isolated superproject: only the commit's history, or with
+    ``shallow`` the commit alone, grafted as a depth-1 clone is) or borrowed from a read-only
+    cache entry (``borrow_from``), whose branches and tags it shows as a worktree would.
+    The gitfile and ``core.worktree`` are relative, as git writes them, so the pair survives
+    a move of the superproject.
+    """
+    for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags"):
+        (git_dir / sub).mkdir(parents=True, exist_ok=True)  # a pack may be built there first
+    if pack is not None:
+        link_pack(pack, git_dir / "objects" / "pack")
+    if borrow_from is not None:
+        (git_dir / "objects" / "info" / "alternates").write_text(
+            f"{os.path.realpath(borrow_from / 'objects')}\n"
+        )
+        (git_dir / "packed-refs").write_text(shared_refs(borrow_from))
+    if shallow:
+        (git_dir / "shallow").write_text(f"{sha}\n")
+    sha256 = len(sha) == 64
+    relative_tree = os.path.relpath(worktree, git_dir)
+    (git_dir / "config").write_text(
+        _config(sha256=sha256).replace(
+            "\tbare = false\n", f"\tbare = false\n\tworktree = {config_quote(relative_tree)}\n"
+        )
+    )
+    (git_dir / "HEAD").write_text(f"{sha}\n")
+    (worktree / ".git").write_text(f"gitdir: {os.path.relpath(git_dir, worktree)}\n")

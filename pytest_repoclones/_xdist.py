@@ -288,7 +288,9 @@ class XdistHooks:
         #: Every no-answer failure seen in the run, by (cache key, network place).
         self._told: dict[tuple[str, str], dict[str, Any]] = {}
         self._said: set[tuple[str, str | None]] = set()
-        self._prefetched: set[tuple[str, str | None]] = set()
+        #: (url, declared item) already prefetched: a commit alone and with its submodules are
+        #: two items (only the second warms the submodules' entries).
+        self._prefetched: set[tuple[str, prefetch.Want]] = set()
         self._down: set[str] = set()
         self._cache: list[object] | None = None
         self._cache_known = False
@@ -401,11 +403,11 @@ class XdistHooks:
         if not self._slot.available:
             return
         new: prefetch.Wanted = {}
-        for url, commits in prefetch.parse_declared(declared.get("wanted")).items():
-            for commit in commits:
-                if (url, commit) not in self._prefetched:
-                    self._prefetched.add((url, commit))
-                    new.setdefault(url, []).append(commit)
+        for url, wants in prefetch.parse_declared(declared.get("wanted")).items():
+            for want in wants:
+                if (url, want) not in self._prefetched:
+                    self._prefetched.add((url, want))
+                    new.setdefault(url, []).append(want)
         if new:
             prefetch.prefetch(self._slot.get(), new, report=self._say)
 

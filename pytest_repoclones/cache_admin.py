@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from . import settings
-from ._entry import NAMED_PREFIX
+from ._entry import NAMED_PREFIX, SUBMODULE_RECORD
 from ._files import read_stripped, rmtree
 from ._git import git_environment, run_git
 from ._layout import MARKER, CacheLayout, read_marker
@@ -144,6 +144,7 @@ class CacheAdmin:
         canonical = data.get("canonical")
         created = data.get("created")
         clone_filter = data.get("filter")
+        submodule_of = data.get(SUBMODULE_RECORD)
         pins = pinned_commits(git_dir)
         return Entry(
             key=git_dir.name[: -len(".git")],
@@ -157,6 +158,7 @@ class CacheAdmin:
             pins=None if pins is None else len(pins),
             worktrees=sum(1 for admin in _admin_dirs(git_dir) if _checkout_exists(admin)),
             complete=metadata is not None and isinstance(url, str),
+            submodule_of=redact(submodule_of) if isinstance(submodule_of, str) else None,
         )
 
     def users(self, git_dir: Path) -> list[str]:
@@ -418,11 +420,14 @@ class CacheAdmin:
         requests: Sequence[tuple[str, Sequence[str]]],
         *,
         clone_filter: str | None = None,
+        submodules: bool = False,
     ) -> Iterator[Prefetched]:
         """For each ``(url, commits)``: clone ``url`` if needed, then fetch each commit
         (default: the default branch). One step per repository and per commit, yielded as it
         ends, so a long run shows progress; a failure is a step too and the others still run
-        (a CI image build wants to hear of every missing commit at once, not one per try)."""
+        (a CI image build wants to hear of every missing commit at once, not one per try).
+        With ``submodules``, each commit's submodules are warmed too (a failure there fails
+        that commit's step)."""
         # One store for all: a remote that does not answer fails at once for its next commits.
         store = RepoStore(
             self.cache_dir,
@@ -451,7 +456,7 @@ class CacheAdmin:
                 shown_name = name or "(default branch)"
                 had = None if cloned else _cached_commit(git_dir, name)
                 try:
-                    sha = store.resolve(url, name)
+                    sha = store.resolve(url, name, submodules=submodules)
                 except (RepoClonesError, OSError) as exc:
                     yield Prefetched(shown, shown_name, "failed", detail=_reason(exc))
                     continue

@@ -32,6 +32,8 @@ class Entry:
     worktrees: int
     #: Has a readable completion marker; otherwise the next session discards and re-clones it.
     complete: bool
+    #: The (redacted) superproject this entry was first cloned for as a submodule, if any.
+    submodule_of: str | None = None
 
     @property
     def shown_url(self) -> str:
@@ -50,6 +52,7 @@ class Entry:
             "worktrees": self.worktrees,
             "filter": self.clone_filter,
             "complete": self.complete,
+            "submodule_of": self.submodule_of,
         }
 
 

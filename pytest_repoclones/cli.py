@@ -159,7 +159,7 @@ def _cmd_prefetch(args: argparse.Namespace, admin: CacheAdmin, source: str) -> i
         requests.append((url, commits))
     _header(admin, source, sys.stderr)
     failed = total = 0
-    for step in admin.prefetch(requests, clone_filter=args.filter):
+    for step in admin.prefetch(requests, clone_filter=args.filter, submodules=args.submodules):
         _print_prefetched(step)
         if step.commit is not None:  # a failed clone fails each of its commits too
             total += 1
@@ -368,6 +368,8 @@ def _notes(entry: Entry) -> str:
         notes.append("incomplete (next use re-clones it)")
     if entry.clone_filter:
         notes.append(f"filter {entry.clone_filter}")
+    if entry.submodule_of:
+        notes.append(f"submodule of {entry.submodule_of}")
     if entry.worktrees:
         notes.append(f"{entry.worktrees} worktree{'s' if entry.worktrees != 1 else ''}")
     return ", ".join(notes)
@@ -476,6 +478,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         default=None,
         help="partial-clone filter for a new clone: blob:none, blob:limit=<n>[kmg], tree:<n>",
+    )
+    sub.add_argument(
+        "--submodules",
+        action="store_true",
+        help="also clone every submodule each commit records (recursively) and fetch the "
+        "commits it records, as a worktree with submodules=True needs",
     )
     sub.set_defaults(run=_cmd_prefetch, check=functools.partial(_check_prefetch, sub))
 

@@ -67,6 +67,13 @@ class RepoClonesError(Exception):
             self.commit = commit
         self.args = (self._message(),)
 
+    def add_outer(self, where: str) -> None:
+        """Say which larger request this failure belongs to (a submodule's error names its
+        superproject): ``where`` leads the problem, the repository and commit stay."""
+        if not self.problem.startswith(where):
+            self.problem = f"{where}: {self.problem}"
+            self.args = (self._message(),)
+
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only arguments do not survive the default pickling, and xdist/multiprocessing
         # users pickle exceptions across processes.

@@ -49,12 +49,15 @@ class WorktreeFactory:
         sparse: Sequence[str] | None = None,
         isolate: bool = False,
         history: bool = True,
+        submodules: bool | None = None,
     ) -> Worktree:
         """Check out ``commit`` (default: the remote's default branch) of ``url`` for this test.
 
         ``sparse``: only these paths (``["src/", "docs/index.md"]``). ``isolate``: a repository
         of its own with only the commit's history (for evaluation harnesses); with
         ``history=False`` too, one new commit of the files and no history at all.
+        ``submodules``: every submodule checked out too, recursively, at the commits this
+        one records (default: ``--repo-submodules`` / ini ``repo_submodules``).
         """
         __tracebackhide__ = True
         try:
@@ -68,6 +71,7 @@ class WorktreeFactory:
                 sparse=sparse,
                 isolate=isolate,
                 history=history,
+                submodules=submodules,
             )
         except RepoClonesError as exc:
             # The message says everything; the plugin's internal frames would only bury it.

@@ -9,7 +9,7 @@ import pytest
 
 __all__ = ["declarations", "declared", "parametrize_commits"]
 
-_OPTIONS = ("sparse", "isolate", "history")
+_OPTIONS = ("sparse", "isolate", "history", "submodules")
 
 
 def _parse(marker: pytest.Mark) -> tuple[Any, Any, dict[str, Any]]:
@@ -21,7 +21,7 @@ def _parse(marker: pytest.Mark) -> tuple[Any, Any, dict[str, Any]]:
     if url is None or args or unknown:
         raise TypeError(
             "@pytest.mark.worktree takes (url, commit=None, *, sparse=None, isolate=False, "
-            "history=True); "
+            "history=True, submodules=None); "
             f"got args={marker.args!r} kwargs={marker.kwargs!r}"
         )
     options = {name: marker.kwargs[name] for name in _OPTIONS if name in marker.kwargs}
@@ -68,8 +68,11 @@ def declared(request: pytest.FixtureRequest) -> tuple[Any, Any, dict[str, Any]]:
     return url, commit, options
 
 
-def declarations(items: Iterable[pytest.Item]) -> Iterator[tuple[str, str | None]]:
-    """Every (url, commit) the markers of ``items`` declare, a list of commits unrolled.
+def declarations(
+    items: Iterable[pytest.Item],
+) -> Iterator[tuple[str, str | None, bool | None]]:
+    """Every (url, commit, submodules) the markers of ``items`` declare, a list of commits
+    unrolled (``submodules`` None where the marker leaves it to the ini default).
 
     Malformed markers and commits that are not strings are skipped: the test reports them.
     So are tests marked ``skip``, which never run (``skipif`` is only decided at setup).
@@ -79,9 +82,11 @@ def declarations(items: Iterable[pytest.Item]) -> Iterator[tuple[str, str | None
             continue
         for marker in item.iter_markers("worktree"):
             try:
-                url, commit, _ = _parse(marker)
+                url, commit, options = _parse(marker)
             except TypeError:
                 continue
+            wanted = options.get("submodules")
+            submodules = None if wanted is None else bool(wanted)
             for one in _commits(commit):
                 if one is None or isinstance(one, str):
-                    yield str(url), one
+                    yield str(url), one, submodules

@@ -128,6 +128,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"Never contact a remote; use only what the cache holds (env {OFFLINE_ENV})",
     )
     group.addoption(
+        "--repo-submodules",
+        dest="repo_submodules",
+        action="store_true",
+        default=None,
+        help="Check out every submodule with each worktree, each from its own cache entry "
+        "(ini repo_submodules)",
+    )
+    group.addoption(
         "--repo-keep",
         dest="repo_keep",
         choices=KEEP_CHOICES,
@@ -186,6 +194,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("repo_reuse", "Reuse worktrees between tests", type="bool", default=False)
     parser.addini("repo_offline", "Never contact a remote", type="bool", default=False)
+    parser.addini(
+        "repo_submodules", "Check out submodules with every worktree", type="bool", default=False
+    )
     parser.addini("repo_keep", "Keep worktrees: none, failed or all", default="")
     parser.addini("repo_clone_filter", "Partial-clone filter for new clones", default="")
     parser.addini(
@@ -253,8 +264,9 @@ def _warn_spaced_cache_dir(config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "worktree(url, commit=None, *, sparse=None, isolate=False, history=True): the worktree "
-        "the repo_worktree fixture gives; a list of commits parametrizes the test over them",
+        "worktree(url, commit=None, *, sparse=None, isolate=False, history=True, "
+        "submodules=None): the worktree the repo_worktree fixture gives; a list of commits "
+        "parametrizes the test over them",
     )
     workerinput = getattr(config, "workerinput", None)
     if workerinput is None:  # workers get their arguments from the controller, which warns
@@ -338,6 +350,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         modes.append(f"offline (from {settings.offline_source})")
     if settings.reuse:
         modes.append("reuse")
+    if settings.submodules:
+        modes.append("submodules")
     if settings.keep != "none":
         modes.append(f"keep={settings.keep}")
     if settings.clone_filter:
@@ -370,7 +384,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     link = config.stash.get(LINK_KEY, None)
     # Under xdist the controller says the key, and prefetches for a worker sharing its cache
     # before it schedules any test; a worker with a cache of its own warms it now.
-    if link is not None and link.declare(wanted, prefetch.key_pairs(wanted) if key else None):
+    # The ini default decides whether a marker that does not say wants submodules.
+    pairs = prefetch.key_pairs(wanted, submodules=slot.settings.submodules) if key else None
+    if link is not None and link.declare(wanted, pairs):
         return
     if key and config.option.collectonly:
         return  # a CI step computing its cache key, maybe before restoring the cache: no fetch
@@ -392,7 +408,8 @@ def pytest_report_collectionfinish(
     from . import prefetch
 
     # Printed by pytest after "collected N items", and before the test ids with -q.
-    pairs = prefetch.key_pairs(prefetch.declared(items))
+    submodules = config.stash[SETTINGS_KEY].submodules
+    pairs = prefetch.key_pairs(prefetch.declared(items), submodules=submodules)
     return prefetch.key_lines(pairs, verbose=config.get_verbosity() > 0)
 
 
@@ -522,12 +539,14 @@ def worktree(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorktreeFactory]:
-    """Factory ``worktree(url, commit=None, *, sparse=None, isolate=False, history=True) ->
-    Worktree``: a new worktree of ``commit`` of ``url`` (default: the remote's default branch)
-    on a new branch; ``sparse=["src/", "docs/index.md"]`` checks out only those paths;
-    ``isolate=True`` gives a repository of its own holding only the commit and its ancestors
-    (no other branch, tag or remote); ``history=False`` with it, one new commit of the files
-    and no history. Call it as often as needed; every worktree is removed at teardown.
+    """Factory ``worktree(url, commit=None, *, sparse=None, isolate=False, history=True,
+    submodules=None) -> Worktree``: a new worktree of ``commit`` of ``url`` (default: the
+    remote's default branch) on a new branch; ``sparse=["src/", "docs/index.md"]`` checks out
+    only those paths; ``isolate=True`` gives a repository of its own holding only the commit
+    and its ancestors (no other branch, tag or remote); ``history=False`` with it, one new
+    commit of the files and no history; ``submodules=True`` (default: --repo-submodules, ini
+    repo_submodules) checks out every submodule, recursively, at the commits it records.
+    Call it as often as needed; every worktree is removed at teardown.
 
     ``commit`` is a full or abbreviated object name, a branch, a tag or a ref such as
     ``refs/pull/7/head``. The result is a :class:`Worktree` (``path``, ``url``, ``commit``,

@@ -1,5 +1,6 @@
-"""Warm the cache with every (url, commit) that markers declare, once, before any test runs; and
-the CI cache key those declarations make.
+"""Warm the cache with every (url, commit) that markers declare, once, before any test runs
+(with the commit's submodules where the marker or the ini asks for them); and the CI cache key
+those declarations make.
 
 Without xdist the session prefetches right after collection. Under xdist each worker decides
 for itself (see _xdist.py): a worker whose cache is the controller's hands what it collected to
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "KeyPair",
     "Unfetched",
+    "Want",
     "Wanted",
     "cache_key",
     "declared",
@@ -43,11 +45,15 @@ __all__ = [
 
 log = logging.getLogger("pytest_repoclones")
 
-#: url -> commits (``None`` for the remote's default branch), in the order first declared.
-Wanted = dict[str, list[str | None]]
+#: A declared commit (``None`` for the remote's default branch), or ``(commit, submodules)``
+#: when the marker says whether its submodules are wanted too (else the ini default decides).
+Want = str | None | tuple[str | None, bool]
+#: url -> what is declared of it, in the order first declared.
+Wanted = dict[str, list[Want]]
 
-#: (cache entry name of the repository, commit as declared): what the cache key is made of.
-KeyPair = tuple[str, str | None]
+#: (cache entry name of the repository, commit as declared, with its submodules): what the
+#: cache key is made of (still called a pair: the submodules flag only refines the commit).
+KeyPair = tuple[str, str | None, bool]
 
 #: Repositories warmed at once; each is a git process or two, mostly waiting on the network.
 PARALLEL_REPOSITORIES = 8
@@ -67,16 +73,17 @@ class Unfetched(NamedTuple):
 def declared(items: Iterable[pytest.Item]) -> Wanted:
     """What the markers of ``items`` ask for; malformed markers are that test's error."""
     wanted: Wanted = {}
-    for url, commit in declarations(items):
+    for url, commit, submodules in declarations(items):
         commits = wanted.setdefault(url, [])
-        if commit not in commits:
-            commits.append(commit)
+        want: Want = commit if submodules is None else (commit, submodules)
+        if want not in commits:
+            commits.append(want)
     return wanted
 
 
 def prefetch(
     store: RepoStore,
-    wanted: Mapping[str, Sequence[str | None]],
+    wanted: Mapping[str, Sequence[Want]],
     report: Callable[[Unfetched], None] | None = None,
 ) -> None:
     """Clone and fetch everything in ``wanted``, repositories in parallel, each commit once.
@@ -90,9 +97,13 @@ def prefetch(
         return
 
     def warm(url: str) -> None:
-        for commit in wanted[url]:
+        for want in wanted[url]:
+            commit, submodules = _parts(want)
             try:
-                store.resolve(url, commit)
+                # A worktree with submodules needs them too: warmed now, before any test.
+                store.resolve(
+                    url, commit, submodules=store.submodules if submodules is None else submodules
+                )
             except Exception as exc:  # noqa: BLE001 - on the controller, raising would end the run
                 log.warning("repoclones: prefetch of %s failed: %s", commit, exc)
                 if report is not None:
@@ -116,30 +127,60 @@ def parse_declared(data: object) -> Wanted:
     if not isinstance(data, dict):
         return {}
     return {
-        url: [c for c in commits if c is None or isinstance(c, str)]
+        url: [want for item in commits for want in _want(item)]
         for url, commits in data.items()
         if isinstance(url, str) and isinstance(commits, list)
     }
 
 
+def _want(item: object) -> list[Want]:
+    """One declared item as another process sent it (a pair may arrive as a list); none if
+    odd."""
+    if item is None or isinstance(item, str):
+        return [item]
+    if isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[1], bool):
+        commit = item[0]
+        if commit is None or isinstance(commit, str):
+            return [(commit, item[1])]
+    return []
+
+
+def _parts(want: Want) -> tuple[str | None, bool | None]:
+    """(commit, submodules) of a declared item; submodules None where the ini decides."""
+    return want if isinstance(want, tuple) else (want, None)
+
+
 # -- the CI cache key ---------------------------------------------------------------------------
 
 
-def key_pairs(wanted: Mapping[str, Sequence[str | None]]) -> list[KeyPair]:
-    """The sorted, distinct (repository, commit) pairs of ``wanted``.
+def key_pairs(wanted: Mapping[str, Sequence[Want]], *, submodules: bool = False) -> list[KeyPair]:
+    """The sorted, distinct (repository, commit, submodules) items of ``wanted``.
 
     A repository is named by its cache entry (see urls.RepoURL.key): a hash of the URL's
     canonical form, so spellings of one repository (``.git`` or not, the host's case, a token
     that was rotated) give the same pair and no credential goes into the key or is shown.
+
+    Whether a commit's submodules are wanted is part of the key (``submodules``, the ini
+    default, where the marker leaves it open): with them the cache holds an entry per submodule
+    as well, so a cache saved without them must not be restored as if it had them (a CI run
+    ``--repo-offline`` from it would fail). Without submodules an item weighs in the digest as
+    it did before they existed: keys of suites that never ask for them do not change.
     """
     pairs: set[KeyPair] = set()
-    for url, commits in wanted.items():
+    for url, wants in wanted.items():
         try:
             name = parse_url(url).key
         except RepoClonesError:
             name = redact(url)  # the test that declares it fails; the key stays deterministic
-        pairs.update((name, commit) for commit in commits)
-    return sorted(pairs, key=lambda pair: (pair[0], pair[1] is not None, pair[1] or ""))
+        for want in wants:
+            commit, wanted_submodules = _parts(want)
+            with_submodules = submodules if wanted_submodules is None else wanted_submodules
+            pairs.add((name, commit, with_submodules))
+    return sorted(pairs, key=_pair_order)
+
+
+def _pair_order(pair: KeyPair) -> tuple[str, bool, str, bool]:
+    return pair[0], pair[1] is not None, pair[1] or "", pair[2]
 
 
 def parse_key_pairs(data: object) -> list[KeyPair]:
@@ -147,12 +188,13 @@ def parse_key_pairs(data: object) -> list[KeyPair]:
     if not isinstance(data, list):
         return []
     return [
-        (item[0], item[1])
+        (item[0], item[1], len(item) == 3 and item[2] is True)
         for item in data
         if isinstance(item, (list, tuple))
-        and len(item) == 2
+        and len(item) in (2, 3)
         and isinstance(item[0], str)
         and (item[1] is None or isinstance(item[1], str))
+        and (len(item) == 2 or isinstance(item[2], bool))
     ]
 
 
@@ -160,10 +202,12 @@ def cache_key(pairs: Iterable[KeyPair]) -> str:
     """The hex digest a CI cache step stores the clone cache under.
 
     Made from the distinct pairs in sorted order, so it depends only on what the selected tests
-    declare: not on their order, on which worker collected them, nor on ``-n``.
+    declare: not on their order, on which worker collected them, nor on ``-n``. An item with
+    submodules adds a third field (see :func:`key_pairs`).
     """
-    ordered = sorted(set(pairs), key=lambda pair: (pair[0], pair[1] is not None, pair[1] or ""))
-    text = json.dumps([_KEY_VERSION, [list(pair) for pair in ordered]], separators=(",", ":"))
+    ordered = sorted(set(pairs), key=_pair_order)
+    items = [[name, commit, True] if sub else [name, commit] for name, commit, sub in ordered]
+    text = json.dumps([_KEY_VERSION, items], separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -173,6 +217,8 @@ def key_lines(pairs: Sequence[KeyPair], *, verbose: bool) -> list[str]:
     lines = [f"repoclones-key: {cache_key(pairs)}"]
     if verbose:
         lines.extend(
-            f"repoclones-key input: {name} {commit or '(default branch)'}" for name, commit in pairs
+            f"repoclones-key input: {name} {commit or '(default branch)'}"
+            + (" with submodules" if sub else "")
+            for name, commit, sub in pairs
         )
     return lines

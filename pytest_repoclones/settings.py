@@ -119,6 +119,9 @@ class Settings:
     #: New entries shallow (``--repo-shallow``), or those of these URLs (``repo_shallow_urls``).
     shallow: bool = False
     shallow_urls: tuple[str, ...] = ()
+    #: Check submodules out with every worktree (``--repo-submodules``, ini
+    #: ``repo_submodules``); the factory's and the marker's ``submodules=`` override it.
+    submodules: bool = False
     #: Why there is no cache directory. A session that never uses the plugin must still run,
     #: so this is only shown in the header and raised by the fixtures that need the cache.
     cache_problem: str | None = None
@@ -169,6 +172,9 @@ class Settings:
                 str(line).strip()
                 for line in config.getini("repo_shallow_urls")
                 if str(line).strip()
+            ),
+            submodules=bool(
+                config.getoption("repo_submodules", False) or config.getini("repo_submodules")
             ),
             cache_problem=cache_problem,
         )

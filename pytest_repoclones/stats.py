@@ -18,6 +18,8 @@ class RepoStats:
     cache_hits: int = 0
     #: Worktrees made by moving a parked one to the commit (``--repo-reuse``).
     reused: int = 0
+    #: Of the worktrees, those checked out as a superproject's submodule (``submodules=True``).
+    submodules: int = 0
     git_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, object]:

@@ -12,6 +12,8 @@ the work to one object per idea, each in a module of its own:
     _registry.py    worktree registrations: branches, atomic admin entries, pruning
     _checkouts.py   making and removing worktrees (and standalone repositories)
     _reuse.py       parked worktrees moved to the next commit (``reuse``)
+    _submodules.py  what a commit records of its submodules, and the checks on that input
+    _submodule_checkouts.py  submodules checked out from entries of their own (``submodules``)
 
 Refs inside a cached repository:
 
@@ -103,6 +105,7 @@ class RepoStore:
         mirrors: Iterable[tuple[str, str]] | Mapping[str, str] | None = None,
         shallow: bool = False,
         shallow_urls: Iterable[str] = (),
+        submodules: bool = False,
     ) -> None:
         self.cache_dir = Path(cache_dir).expanduser().absolute()
         self.timeout = check_seconds("timeout", timeout)
@@ -119,6 +122,8 @@ class RepoStore:
         self.reuse = reuse
         #: Never contact a remote: only what the cache holds.
         self.offline = offline
+        #: Check submodules out with every worktree unless ``add_worktree`` says otherwise.
+        self.submodules = bool(submodules)
         self.clone_filter = check_filter(clone_filter)
         self._clone_filters = {
             parse_url(url, self.protocols).key: check_filter(spec)
@@ -221,6 +226,7 @@ class RepoStore:
             mirrors=settings.mirrors,
             shallow=settings.shallow,
             shallow_urls=settings.shallow_urls,
+            submodules=settings.submodules,
         )
 
     def __repr__(self) -> str:
@@ -235,17 +241,27 @@ class RepoStore:
         with _context(repo, None):
             return self._entries.ensure(repo)
 
-    def resolve(self, url: str | os.PathLike[str], commit: str | None = None) -> str:
-        """Full object name of the commit ``commit`` names, fetching only if needed."""
+    def resolve(
+        self, url: str | os.PathLike[str], commit: str | None = None, *, submodules: bool = False
+    ) -> str:
+        """Full object name of the commit ``commit`` names, fetching only if needed.
+
+        With ``submodules``, also clone every submodule that commit records, recursively, and
+        fetch the commits it records for them: what a worktree with submodules will need
+        (prefetching does this for markers that ask for submodules).
+        """
         __tracebackhide__ = True  # its arguments may hold a secret
         repo = self._parse_url(url)
         with _context(repo, commit):
             revision = parse_revision(commit)
-            return self._entries.rebuilding_once(
+            sha = self._entries.rebuilding_once(
                 repo,
                 commit,
                 lambda: self._resolver.resolve(repo, self._entries.ensure(repo), revision),
             )
+            if submodules:
+                self._checkouts.submodules.warm(repo, self._git_dir(repo), sha)
+            return sha
 
     def add_worktree(
         self,
@@ -257,6 +273,7 @@ class RepoStore:
         sparse: Sequence[str] | None = None,
         isolate: bool = False,
         history: bool = True,
+        submodules: bool | None = None,
     ) -> Worktree:
         """Check out ``commit`` of ``url`` into a new worktree at ``path`` on a new branch.
 
@@ -267,15 +284,20 @@ class RepoStore:
         commit and its ancestors: no other branch, tag, remote or reflog can leak the future.
         With ``history=False`` (and ``isolate=True``) it holds one new parentless commit of
         ``commit``'s tree and nothing else.
+        ``submodules`` (default: the store's ``submodules``) checks out every submodule,
+        recursively, at the commit the superproject's commit records, each from a cache
+        entry of its own (``Worktree.submodules``); with ``sparse``, only those inside the
+        checked-out paths; with ``isolate``, each isolated likewise.
         """
         __tracebackhide__ = True  # its arguments may hold a secret
         repo = self._parse_url(url)
+        wanted = self.submodules if submodules is None else bool(submodules)
         with _context(repo, commit):
             return self._entries.rebuilding_once(
                 repo,
                 commit,
                 lambda: self._checkouts.add(
-                    repo, url, commit, path, branch, sparse, isolate, history
+                    repo, url, commit, path, branch, sparse, isolate, history, wanted
                 ),
             )
 
@@ -303,8 +325,11 @@ class RepoStore:
         if worktree.isolated or worktree.standalone:
             return
         lock = self._lock_for_git_dir(worktree.git_dir, redact(worktree.url))
-        with _context(redact(worktree.url), worktree.commit), lock.hold(f"keep {worktree.path}"):
-            self._registry.keep(lock, worktree.admin_dir, worktree.branch)
+        with _context(redact(worktree.url), worktree.commit):
+            with lock.hold(f"keep {worktree.path}"):
+                self._registry.keep(lock, worktree.admin_dir, worktree.branch)
+            # Registered in their own entries: a dead owner's would be pruned, files and all.
+            self._checkouts.submodules.keep(worktree.submodules)
 
     def close(self) -> None:
         """Remove every parked worktree (reuse mode) and release this process's owner lock

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = ["collect", "write"]
 
-_COUNTERS = ("worktrees", "clones", "fetches", "cache_hits", "reused", "git_seconds")
+_COUNTERS = ("worktrees", "clones", "fetches", "cache_hits", "reused", "submodules", "git_seconds")
 
 
 def collect(
@@ -88,19 +88,24 @@ def _hit_note(total: dict[str, Any]) -> str | None:
     )
 
 
-def _write_table(write_line: Any, repos: list[dict[str, Any]], *, reused: bool) -> None:
-    """The -v table, a row per repository; a "reused" column only with --repo-reuse at work.
+def _write_table(
+    write_line: Any, repos: list[dict[str, Any]], *, reused: bool, submodules: bool = False
+) -> None:
+    """The -v table, a row per repository; a "reused" column only with --repo-reuse at work,
+    a "submodules" column (checkouts as a submodule, among the worktrees) only with some.
     A repository in a worker's own cache is followed by the workers that used that cache."""
     for r in repos:
         r["label"] = f"{r['url']} [{','.join(sorted(r['workers']))}]" if r["cache"] else r["url"]
     width = max(len("repository"), *(len(r["label"]) for r in repos))
     extra = f" {'reused':>6}" if reused else ""
+    extra += f" {'submodules':>10}" if submodules else ""
     write_line(
         f"{'repository':<{width}} {'worktrees':>9} {'clones':>6} {'fetches':>7} "
         f"{'hits':>5}{extra} {'git s':>7} {'size':>10}"
     )
     for r in repos:
         extra = f" {r['reused']:>6}" if reused else ""
+        extra += f" {r['submodules']:>10}" if submodules else ""
         write_line(
             f"{r['label']:<{width}} {r['worktrees']:>9} {r['clones']:>6} {r['fetches']:>7} "
             f"{r['cache_hits']:>5}{extra} {r['git_seconds']:>7.2f} {format_size(r['size']):>10}"
@@ -146,7 +151,9 @@ def write(
     write_line = terminalreporter.write_line
     terminalreporter.write_sep("-", "repoclones")
     if config.get_verbosity() > 0:
-        _write_table(write_line, repos, reused=total["reused"] > 0)
+        _write_table(
+            write_line, repos, reused=total["reused"] > 0, submodules=total["submodules"] > 0
+        )
     where = (
         f"; cache {format_size(sum(r['size'] for r in local))} in {cache_dir}"
         if local and cache_dir is not None
@@ -154,8 +161,10 @@ def write(
     )
     # One repository used from two caches is still one: its entry has the same name in both.
     count = len({Path(r["git_dir"]).name for r in repos})
+    # Submodule checkouts are worktrees of their own entries: counted, and said apart.
+    among = f" ({total['submodules']} of them submodules)" if total["submodules"] else ""
     write_line(
-        f"{_count(total['worktrees'], 'worktree')} from {count} "
+        f"{_count(total['worktrees'], 'worktree')}{among} from {count} "
         f"repositor{'y' if count == 1 else 'ies'}: {_count(total['clones'], 'clone')}, "
         f"{_count(total['fetches'], 'fetch')}, {_count(total['cache_hits'], 'cache hit')}, "
         f"{total['git_seconds']:.1f} s in git{where}"

@@ -30,7 +30,8 @@ class Worktree(os.PathLike[str]):
     url: str
     #: Full hex object name of the checked-out commit.
     commit: str
-    #: The unique branch the worktree is on (without ``refs/heads/``).
+    #: The unique branch the worktree is on (without ``refs/heads/``); empty for a
+    #: submodule's checkout, which is on a detached HEAD as `git submodule update` leaves it.
     branch: str
     #: The store's git directory this worktree belongs to.
     git_dir: Path = field(repr=False, compare=False)
@@ -42,6 +43,10 @@ class Worktree(os.PathLike[str]):
     isolated: bool = field(default=False, repr=False, compare=False)
     #: A repository of its own borrowing a read-only cache's objects: nothing registered there.
     standalone: bool = field(default=False, repr=False, compare=False)
+    #: The submodules checked out inside it (``submodules=True``), each a Worktree of its own
+    #: (``url`` as resolved from ``.gitmodules``, ``commit`` as the superproject records it)
+    #: with its own submodules, in the order of their paths.
+    submodules: tuple[Worktree, ...] = field(default=(), repr=False, compare=False)
 
     def __repr__(self) -> str:
         # The URL as the test gave it may carry a password: a failure report shows this.

@@ -154,3 +154,22 @@ def test_credentials_and_spelling_do_not_change_the_key() -> None:
     assert token not in "\n".join(lines)
     assert cache_key(plain) == cache_key(list(reversed(plain * 2)))
     assert cache_key(plain) != cache_key(key_pairs({"https://github.com/you/other": ["v1.0"]}))
+
+
+def test_submodules_change_the_key(
+    pytester: pytest.Pytester, upstream: Upstream, other: Upstream, cache_dir: Path
+) -> None:
+    """With submodules the cache holds their entries too: a cache saved without them must not
+    be restored under the key of a run that wants them."""
+    write(pytester, SUITE, upstream, other)
+    key = key_of(run(pytester, cache_dir, "--collect-only", "-q", "--repo-cache-key"))
+    args = ("--repo-cache-key", "--repo-submodules")
+    with_them = run(pytester, cache_dir, "--collect-only", "-v", *args)
+    assert key_of(with_them) != key
+    listed = [line for line in with_them.outlines if line.startswith("repoclones-key input: ")]
+    assert len(listed) == 4
+    assert all(line.endswith(" with submodules") for line in listed), listed
+    # Under xdist a worker computes the pairs with the same default.
+    under_xdist = run(pytester, cache_dir, "-n", "2", *args)
+    under_xdist.assert_outcomes(passed=3)
+    assert key_of(under_xdist) == key_of(with_them)

@@ -585,7 +585,7 @@ def test_malformed_marker_is_reported_clearly(
     result.stdout.fnmatch_lines(
         [
             "*@pytest.mark.worktree takes (url, commit=None, *, sparse=None, isolate=False, "
-            "history=True)*"
+            "history=True, submodules=None)*"
         ]
     )
 

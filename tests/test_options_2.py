@@ -161,9 +161,14 @@ def test_fixtures_shows_every_keyword_of_worktree(
     out = result.stdout.str()
     # Without -v pytest prints the docstring's first paragraph only: it must hold the keywords.
     section = out[out.index("\nworktree -- ") :].split("\n\n", 1)[0]
-    assert "worktree(url, commit=None, *, sparse=None, isolate=False, history=True)" in section
+    words = " ".join(section.split())  # the signature may wrap
+    assert (
+        "worktree(url, commit=None, *, sparse=None, isolate=False, history=True, "
+        "submodules=None)" in words
+    )
     assert "sparse=" in section
     assert "isolate=True" in section
+    assert "submodules=True" in section
 
 
 def test_help_names_the_environment_variables(pytester: pytest.Pytester, cache_env: Path) -> None:

@@ -7,6 +7,8 @@ these pin the edges an odd or foreign worker can produce.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -16,13 +18,51 @@ from helpers.messages import without_paths
 from upstream import Upstream, git, upload_packs
 
 from pytest_repoclones import RepoStore
-from pytest_repoclones.prefetch import Unfetched, parse_declared, prefetch
+from pytest_repoclones.prefetch import (
+    Unfetched,
+    Wanted,
+    cache_key,
+    key_lines,
+    key_pairs,
+    parse_declared,
+    parse_key_pairs,
+    prefetch,
+)
 
 
 def test_declared_commits_survive_the_channel() -> None:
     """What a worker declares is plain builtins: execnet carries it as it is."""
-    wanted: dict[str, list[str | None]] = {"file:///a.git": ["v1.0", None], "file:///b": ["x"]}
+    wanted: Wanted = {"file:///a.git": ["v1.0", None], "file:///b": ["x"]}
     assert parse_declared(execnet.loads(execnet.dumps(wanted))) == wanted
+
+
+def test_declared_submodule_wishes_survive_the_channel() -> None:
+    # A marker's submodules=True/False travels with its commit, a pair (or a list, from JSON).
+    wanted: Wanted = {"file:///a.git": ["v1.0", ("v1.1", True), (None, False)]}
+    assert parse_declared(execnet.loads(execnet.dumps(wanted))) == wanted
+    as_lists = {"file:///a.git": ["v1.0", ["v1.1", True], [None, False], ["v2", "yes"], [1, True]]}
+    assert parse_declared(as_lists) == wanted
+
+
+def test_submodules_change_the_cache_key_and_only_then() -> None:
+    """A cache warmed with submodules holds more entries: another key. Items without them
+    weigh as before submodules existed, so existing CI keys stay valid."""
+    url = "https://github.com/you/project"
+    plain = key_pairs({url: ["v1.0"]})
+    assert plain == [(plain[0][0], "v1.0", False)]
+    assert key_pairs({url: [("v1.0", False)]}) == plain
+    assert key_pairs({url: ["v1.0"]}, submodules=True) == key_pairs({url: [("v1.0", True)]})
+    assert key_pairs({url: [("v1.0", False)]}, submodules=True) == plain  # the marker decides
+    with_them = key_pairs({url: [("v1.0", True)]})
+    assert cache_key(with_them) != cache_key(plain)
+    # The digest of a plain pair is the one the key had before submodules.
+    before = json.dumps(["repoclones-key-v1", [[plain[0][0], "v1.0"]]], separators=(",", ":"))
+    assert cache_key(plain) == hashlib.sha256(before.encode()).hexdigest()
+    # Over the channel, and as older workers sent them (two fields).
+    assert parse_key_pairs(execnet.loads(execnet.dumps(with_them))) == with_them
+    assert parse_key_pairs([[plain[0][0], "v1.0"]]) == plain
+    assert parse_key_pairs([[plain[0][0], "v1.0", "yes"], ["x"]]) == []
+    assert key_lines(with_them, verbose=True)[1].endswith(" v1.0 with submodules")
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,8 @@ IDENTITY = {
 }
 
 FileContent = str | bytes | tuple[str | bytes, str] | None
+#: The mode of a gitlink: ``{"lib": (sha, GITLINK)}`` records a submodule at that commit.
+GITLINK = "160000"
 
 
 def git(*args: str, cwd: Path | None = None, input: bytes | None = None) -> str:
@@ -71,7 +73,8 @@ class Upstream:
         parent: str | None = None,
         ref: str | None = None,
     ) -> str:
-        """Commit ``files`` (None deletes, (content, "100755") sets a mode) on top of ``parent``.
+        """Commit ``files`` (None deletes, (content, "100755") sets a mode, (sha, GITLINK)
+        records a submodule) on top of ``parent``.
 
         The parent defaults to the branch tip; ``ref`` writes the commit to another ref instead
         of the branch (a pull-request ref, say).
@@ -95,6 +98,10 @@ class Upstream:
             mode = "100644"
             if isinstance(content, tuple):
                 content, mode = content
+            if mode == GITLINK:  # a submodule: the content is the commit it records
+                sha = content.decode() if isinstance(content, bytes) else content
+                stream.append(f"M {GITLINK} {sha} {name}\n".encode())
+                continue
             data = content.encode() if isinstance(content, str) else content
             stream.append(f"M {mode} inline {name}\n".encode())
             stream.extend(_data(data))

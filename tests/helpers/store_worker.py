@@ -100,11 +100,27 @@ def mode_resolve(args: dict[str, Any]) -> None:
 def mode_hold_worktree(args: dict[str, Any]) -> None:
     """Add a worktree and keep it until told to remove it (or until killed)."""
     store = make_store(args)
-    wt = store.add_worktree(args["url"], args["commit"], args["path"])
-    say("ready " + json.dumps({"branch": wt.branch, "admin": str(wt.admin_dir)}))
+    wt = store.add_worktree(
+        args["url"], args["commit"], args["path"], submodules=args.get("submodules", False)
+    )
+    submodules = [str(sub.admin_dir) for sub in wt.submodules]
+    say(
+        "ready "
+        + json.dumps({"branch": wt.branch, "admin": str(wt.admin_dir), "submodules": submodules})
+    )
     if sys.stdin.readline().strip() == "remove":
         store.remove_worktree(wt)
         report(store)
+
+
+def mode_submodules(args: dict[str, Any]) -> None:
+    """One worktree with its submodules at a commit, checked, then removed."""
+    store = make_store(args)
+    barrier(args)
+    wt = store.add_worktree(args["url"], args["commit"], args["path"], submodules=True)
+    ok = all((sub.path / ".git").is_file() and any(sub.path.iterdir()) for sub in wt.submodules)
+    store.remove_worktree(wt)
+    report(store, ok=ok and len(wt.submodules) == args["count"], gone=not wt.path.exists())
 
 
 def mode_hold_lock(args: dict[str, Any]) -> None:
@@ -127,6 +143,7 @@ MODES = {
     "resolve": mode_resolve,
     "hold-worktree": mode_hold_worktree,
     "hold-lock": mode_hold_lock,
+    "submodules": mode_submodules,
 }
 
 if __name__ == "__main__":

@@ -35,12 +35,14 @@ from .revisions import Revision
 from .urls import RepoURL
 from .worktree import Worktree
 
-__all__ = ["Parking", "remember_index"]
+__all__ = ["Parking", "RunInWorktree", "remember_index"]
 
 log = logging.getLogger("pytest_repoclones")
 
 
-class _RunInWorktree(Protocol):
+class RunInWorktree(Protocol):
+    """``Checkouts.run_in_worktree``: git in a worktree, with the store's access to its remote."""
+
     def __call__(
         self,
         repo: RepoURL,
@@ -61,7 +63,7 @@ class Parking:
         owner: Owner,
         registry: WorktreeRegistry,
         lock: Callable[[RepoURL], RepoLock],
-        run: _RunInWorktree,
+        run: RunInWorktree,
         check_damage: Callable[[RepoURL, Path, str], None],
         resolve_object: Callable[[RepoURL, Path, Revision], str],
         branch_commit: Callable[[Path, str], str],

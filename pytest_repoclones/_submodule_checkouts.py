@@ -34,7 +34,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
 
 from ._bare import config_quote
 from ._entry import CacheEntries, DamagedEntry
@@ -45,6 +44,7 @@ from ._lock import RepoLock
 from ._packs import HistoryPacks, Pack
 from ._registry import WorktreeRegistry, write_checkout_reflog
 from ._resolve import Resolver
+from ._reuse import RunInWorktree
 from ._runner import GitRunner
 from ._standalone import init_submodule_repository
 from ._submodules import (
@@ -77,18 +77,6 @@ PARALLEL_CLONES = 8
 _SYMLINK_MODE = "120000"
 
 
-class _RunInWorktree(Protocol):
-    def __call__(
-        self,
-        repo: RepoURL,
-        worktree: Worktree,
-        args: list[str],
-        *,
-        check: bool = True,
-        stdin: str | None = None,
-    ) -> GitResult: ...
-
-
 @dataclass(frozen=True)
 class _Planned:
     """A submodule to set up: what the commit records, and its validated URL."""
@@ -113,7 +101,7 @@ class SubmoduleCheckouts:
         *,
         lock_by_key: Callable[[str, str], RepoLock],
         stats: Callable[[RepoURL], RepoStats],
-        run_in_worktree: _RunInWorktree,
+        run_in_worktree: RunInWorktree,
     ) -> None:
         self.layout = layout
         self._runner = runner

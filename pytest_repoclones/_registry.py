@@ -17,6 +17,7 @@ import re
 import secrets
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ._files import read_stripped, rmtree, write_atomically
@@ -257,21 +258,30 @@ def _remove_stale_git_locks(git_dir: Path) -> None:
 
 
 def _delete_loose_ref(git_dir: Path, name: str) -> bool:
-    """Whether ``name`` was a loose ref only (not packed) and is now gone with its reflog."""
+    """Whether ``name`` was a loose ref only (not packed) and is now gone with its reflog.
+
+    git's own locks are taken as ``update-ref -d`` takes them (the ref's, then packed-refs'),
+    so a `git pack-refs` a test runs meanwhile cannot pack the ref between our look at
+    packed-refs and the unlink; a lock already there (a git at work, or a killed one's) sends
+    the deletion to git, which waits or clears it.
+    """
     loose, packed_refs = git_dir / name, git_dir / "packed-refs"
-    try:
-        value = loose.read_text().strip()
-        packed = b""
-        if os.path.lexists(packed_refs):
-            if not stat.S_ISREG(os.lstat(packed_refs).st_mode):
-                return False  # not a plain file we can just read: git deals with it
-            packed = packed_refs.read_bytes()
-    except (OSError, UnicodeDecodeError):
-        return False
-    if len(value) not in (40, 64) or f" {name}\n".encode() in packed:
-        return False
-    loose.unlink()
-    (git_dir / "logs" / name).unlink(missing_ok=True)
+    with _git_lock(loose) as ref_locked, _git_lock(packed_refs) as packed_locked:
+        if not (ref_locked and packed_locked):
+            return False
+        try:
+            value = loose.read_text().strip()
+            packed = b""
+            if os.path.lexists(packed_refs):
+                if not stat.S_ISREG(os.lstat(packed_refs).st_mode):
+                    return False  # not a plain file we can just read: git deals with it
+                packed = packed_refs.read_bytes()
+        except (OSError, UnicodeDecodeError):
+            return False
+        if len(value) not in (40, 64) or f" {name}\n".encode() in packed:
+            return False
+        loose.unlink()
+        (git_dir / "logs" / name).unlink(missing_ok=True)
     # Empty directories left by a deleted ref are removed, as git does.
     for base in (git_dir, git_dir / "logs"):
         heads, parent = base / "refs" / "heads", (base / name).parent
@@ -282,3 +292,20 @@ def _delete_loose_ref(git_dir: Path, name: str) -> bool:
                 break
             parent = parent.parent
     return True
+
+
+@contextlib.contextmanager
+def _git_lock(path: Path) -> Iterator[bool]:
+    """git's lock file of ``path`` (``<path>.lock``, created exclusively), if it can be had."""
+    lock = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except OSError:
+        yield False
+        return
+    os.close(fd)
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()

@@ -11,8 +11,8 @@ files and unlinks the old ones), so one copy on disk serves them all. A history-
 
 Packs live in the entry (``<git_dir>/repoclones-packs/<sha>[-tree]/``), are built aside and
 renamed into place (a reader never sees half a pack; of two builders, one wins), are checked by
-size and mtime before each use (a test that wrote through its hard link is caught), and only
-the KEPT most recently used packs of an entry stay.
+size and trailing checksum before each use (a test that wrote through its hard link is caught),
+and only the KEPT most recently used packs of an entry stay.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from ._runner import GitRunner
 __all__ = ["KEPT", "PACKS_DIR", "HistoryPacks", "Pack", "history_free_commit", "link_pack"]
 
 PACKS_DIR = "repoclones-packs"
-#: Packs kept per cache entry: each may be as large as the repository's whole history.
-KEPT = 8
+#: Packs kept per cache entry (the most recently used): each may be as large as the whole
+#: history up to its commit, and a suite of many tasks reuses one per task commit.
+KEPT = 32
 #: A staging directory older than this was left by a killed build (builds take seconds).
 _STALE_STAGING = 3600.0
 _RECORD = "pack.json"
@@ -177,14 +178,17 @@ def _read(home: Path) -> Pack:
     return Pack(_pack_files(home), commit.read_bytes() if commit.exists() else None)
 
 
-def _fingerprint(pack: Pack) -> dict[str, list[int]]:
-    # Size and mtime: what a write through a hard link changes. Not the ctime, which every
-    # new link moves.
-    return {
-        path.name: [info.st_size, info.st_mtime_ns]
-        for path in pack.files.values()
-        for info in (path.stat(),)
-    }
+def _fingerprint(pack: Pack) -> dict[str, list[object]]:
+    """Size and trailing checksum of each file: what a write through a hard link (a
+    truncation, a rewrite) changes. Not the mtime: git "freshens" a pack it finds an object
+    in (``git add`` of an existing blob touches it), and every new link moves the ctime."""
+    record: dict[str, list[object]] = {}
+    for path in pack.files.values():
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(size - 32, 0))
+            record[path.name] = [size, handle.read().hex()]
+    return record
 
 
 def _intact(home: Path) -> Pack | None:

@@ -133,8 +133,8 @@ def test_a_test_writing_through_its_hard_link_spoils_nothing(
     (pack,) = (first.git_dir / "objects" / "pack").glob("pack-*.pack")
     pack.chmod(0o644)
     with open(pack, "r+b") as spoiled:  # the same inode as the cache's copy
-        spoiled.seek(20)
-        spoiled.write(b"\0" * 64)
+        spoiled.seek(-20, 2)
+        spoiled.write(b"\0" * 20)  # its checksum, as a rewrite or a torn copy changes it
     second = store.add_worktree(upstream.url, "v1.1", tmp_path / "b", isolate=True)
     assert pack_inodes(second.git_dir) != pack_inodes(first.git_dir), "the spoiled pack reused"
     assert git("fsck", "--strict", "--no-progress", cwd=second) == ""
@@ -262,3 +262,17 @@ def test_marker_and_factory_pass_history_through_under_xdist(
     assert sorted(p.name for p in packs.iterdir()) == sorted(
         [upstream.rev("v1.1^{commit}"), upstream.rev("v1.1^{commit}") + "-tree"]
     )
+
+
+def test_git_freshening_a_shared_pack_does_not_make_it_again(
+    upstream: Upstream, store: RepoStore, tmp_path: Path
+) -> None:
+    """`git add` of content the pack holds touches the pack's mtime (git "freshens" it), through
+    the hard link: that is no damage, and the next isolated worktree links the same pack."""
+    first = store.add_worktree(upstream.url, "v1.1", tmp_path / "a", isolate=True)
+    (pack,) = (first.git_dir / "objects" / "pack").glob("pack-*.pack")
+    os.utime(pack, (time.time() + 60, time.time() + 60))  # what freshening does
+    (first / "copy.md").write_text((first / "README.md").read_text())
+    git("add", "-A", cwd=first)
+    second = store.add_worktree(upstream.url, "v1.1", tmp_path / "b", isolate=True)
+    assert pack_inodes(second.git_dir) == pack_inodes(first.git_dir)
